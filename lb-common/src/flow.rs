@@ -1,0 +1,90 @@
+//! The flow 5-tuple and the hash that maps it to a lookup-table slot. The program and the
+//! agent's tests compute it with this one function, so a test can predict the backend.
+
+use crate::addr::Addr;
+
+/// A flow's 5-tuple as seen on the wire.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src: Addr,
+    pub dst: Addr,
+    /// Ports in network byte order.
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
+#[inline(always)]
+fn mix(h: u32, word: u32) -> u32 {
+    let k = word
+        .wrapping_mul(0xcc9e_2d51)
+        .rotate_left(15)
+        .wrapping_mul(0x1b87_3593);
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
+}
+
+/// MurmurHash3 (x86, 32-bit) over the tuple's words, seeded per cluster. Written out
+/// without loops so the BPF verifier sees straight-line code.
+#[inline(always)]
+pub fn flow_hash(key: &FlowKey, seed: u32) -> u32 {
+    let mut h = seed;
+    h = mix(h, key.src[0]);
+    h = mix(h, key.src[1]);
+    h = mix(h, key.src[2]);
+    h = mix(h, key.src[3]);
+    h = mix(h, key.dst[0]);
+    h = mix(h, key.dst[1]);
+    h = mix(h, key.dst[2]);
+    h = mix(h, key.dst[3]);
+    h = mix(h, (key.sport_be as u32) << 16 | key.dport_be as u32);
+    h = mix(h, key.proto as u32);
+    h ^= 40;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(sport: u16) -> FlowKey {
+        FlowKey {
+            src: [1, 2, 3, 4],
+            dst: [5, 6, 7, 8],
+            sport_be: sport.to_be(),
+            dport_be: 80u16.to_be(),
+            proto: 6,
+            _pad: [0; 3],
+        }
+    }
+
+    #[test]
+    fn seed_and_every_field_change_the_hash() {
+        let base = flow_hash(&key(1000), 0);
+        assert_ne!(base, flow_hash(&key(1000), 1));
+        assert_ne!(base, flow_hash(&key(1001), 0));
+        let mut k = key(1000);
+        k.proto = 17;
+        assert_ne!(base, flow_hash(&k, 0));
+    }
+
+    #[test]
+    fn source_ports_spread_evenly_over_three_buckets() {
+        let mut buckets = [0u32; 3];
+        for port in 0..30_000u16 {
+            buckets[(flow_hash(&key(port), 7) % 3) as usize] += 1;
+        }
+        for b in buckets {
+            assert!((9_500..=10_500).contains(&b), "{buckets:?}");
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! The `VIPS` hash map: (address, port, protocol) → the VIP's id and its slice of the
+//! backend lookup table.
+
+use crate::addr::Addr;
+
+/// Upper bound on configured VIPs (entries of `VIPS` and `VIP_STATS`).
+pub const MAX_VIPS: u32 = 1024;
+
+/// Key of `VIPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct VipKey {
+    pub addr: Addr,
+    /// Destination port, network byte order.
+    pub port_be: u16,
+    /// IP protocol number (6 = TCP, 17 = UDP).
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
+
+/// Forwarding mode of a VIP (`VipInfo::mode`).
+pub const MODE_DR: u32 = 0;
+
+/// Value of `VIPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipInfo {
+    /// Index into `VIP_STATS`; stable for the VIP's lifetime.
+    pub id: u32,
+    /// One of the `MODE_*` constants.
+    pub mode: u32,
+    /// First slot of this VIP's table in `BACKEND_TABLE`.
+    pub table_offset: u32,
+    /// Number of slots; 0 means "no table yet" (packets are dropped as no-backend).
+    pub table_size: u32,
+}
+const _: () = assert!(core::mem::size_of::<VipInfo>() == 16);

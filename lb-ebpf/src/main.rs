@@ -1,0 +1,109 @@
+//! The XDP load balancer: parse → VIP → backend → rewrite → count → verdict.
+#![no_std]
+#![no_main]
+
+mod dr;
+mod maps;
+mod parse;
+mod stats;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use lb_common::{
+    backend::{BACKEND_F_MAC_VALID, BACKEND_F_PRESENT, NO_BACKEND},
+    flow::flow_hash,
+    stats::Reason,
+    vip::VipKey,
+};
+
+use maps::{BACKENDS, BACKEND_TABLE, IFACES, SETTINGS, VIPS};
+
+#[xdp]
+pub fn xdp_lb(ctx: XdpContext) -> u32 {
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    let reason = balance(&ctx, bytes);
+    stats::count_reason(reason, bytes);
+    reason.verdict() as u32
+}
+
+#[inline(always)]
+fn balance(ctx: &XdpContext, bytes: u64) -> Reason {
+    let pkt = match parse::parse(ctx) {
+        Ok(p) => p,
+        Err(reason) => return reason,
+    };
+    let key = VipKey {
+        addr: pkt.flow.dst,
+        port_be: pkt.flow.dport_be,
+        proto: pkt.flow.proto,
+        _pad: 0,
+    };
+    // SAFETY: VIPS entries are only replaced whole by the agent; a racing update yields
+    // the old or the new VIP, both valid.
+    let Some(vip) = (unsafe { VIPS.get(&key) }) else {
+        return Reason::PassNotVip;
+    };
+    let ifindex = ctx.ingress_ifindex() as u32;
+    // SAFETY: as above.
+    let Some(iface) = (unsafe { IFACES.get(&ifindex) }) else {
+        return Reason::PassUnknownIface;
+    };
+    stats::count_vip(vip.id, bytes);
+
+    if vip.table_size == 0 {
+        return Reason::DropNoBackend;
+    }
+    let seed = SETTINGS.get(0).map(|s| s.hash_seed).unwrap_or(0);
+    let slot = vip
+        .table_offset
+        .wrapping_add(flow_hash(&pkt.flow, seed) % vip.table_size);
+    let backend_id = match BACKEND_TABLE.get(slot) {
+        Some(&id) if id != NO_BACKEND => id,
+        _ => return Reason::DropNoBackend,
+    };
+    let Some(backend) = BACKENDS.get(backend_id) else {
+        return Reason::DropNoBackend;
+    };
+    if backend.flags & BACKEND_F_PRESENT == 0 {
+        return Reason::DropNoBackend;
+    }
+    if backend.flags & BACKEND_F_MAC_VALID == 0 {
+        return Reason::DropMacUnresolved;
+    }
+    if !dr::rewrite_macs(ctx, backend.mac, iface.mac) {
+        return Reason::PassMalformed;
+    }
+    stats::count_backend(backend_id, bytes);
+    Reason::ForwardedDr
+}
+
+/// A program that passes everything: attached to the far side of a veth so native
+/// XDP_TX frames are accepted there (see docs/lab.md).
+#[xdp]
+pub fn xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// Baseline for benchmarks: bounce every frame with swapped MACs, the least an
+/// XDP_TX program can do.
+#[xdp]
+pub fn xdp_tx_baseline(ctx: XdpContext) -> u32 {
+    if let Some(eth) = parse::ptr_at::<[[u8; 6]; 2]>(&ctx, 0) {
+        // SAFETY: bounds checked by ptr_at.
+        unsafe {
+            let [d, s] = *eth;
+            *eth = [s, d];
+        }
+        return xdp_action::XDP_TX;
+    }
+    xdp_action::XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,40 @@
+//! Every map the program uses. Key and value types come from `lb-common`, so the agent
+//! reads and writes exactly these layouts.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
+};
+use lb_common::{
+    backend::{Backend, DEFAULT_TABLE_CAPACITY, MAX_BACKENDS},
+    iface::{IfaceInfo, MAX_IFACES},
+    settings::Settings,
+    stats::{Counter, Reason},
+    vip::{VipInfo, VipKey, MAX_VIPS},
+};
+
+#[map]
+pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// Slot → backend id. Each VIP owns `table_size` slots from `table_offset`. The agent
+/// may resize this map at load time.
+#[map]
+pub static BACKEND_TABLE: Array<u32> = Array::with_max_entries(DEFAULT_TABLE_CAPACITY, 0);
+
+#[map]
+pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+#[map]
+pub static IFACES: HashMap<u32, IfaceInfo> = HashMap::with_max_entries(MAX_IFACES, 0);
+
+#[map]
+pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static VIP_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+
+#[map]
+pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+#[map]
+pub static REASON_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);

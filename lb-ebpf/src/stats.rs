@@ -1,0 +1,32 @@
+//! Per-CPU counter updates (no atomics needed: each CPU owns its slot).
+
+use aya_ebpf::maps::PerCpuArray;
+use lb_common::stats::{Counter, Reason};
+
+use crate::maps::{BACKEND_STATS, REASON_STATS, VIP_STATS};
+
+#[inline(always)]
+fn add(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
+    if let Some(c) = map.get_ptr_mut(index) {
+        // SAFETY: the pointer comes from the map lookup and this CPU's slot is ours alone.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}
+
+#[inline(always)]
+pub fn count_reason(reason: Reason, bytes: u64) {
+    add(&REASON_STATS, reason as u32, bytes);
+}
+
+#[inline(always)]
+pub fn count_vip(vip_id: u32, bytes: u64) {
+    add(&VIP_STATS, vip_id, bytes);
+}
+
+#[inline(always)]
+pub fn count_backend(backend_id: u32, bytes: u64) {
+    add(&BACKEND_STATS, backend_id, bytes);
+}
