@@ -1,1 +1,12 @@
-pub fn x() {}
+//! The load-balancer agent (`lbd`) and its client (`lbctl`).
+//!
+//! Pure parts (`config`, `table`) know nothing of sockets or the kernel; `dataplane` is
+//! the only writer of BPF maps; `net` talks rtnetlink; `control` is the local socket
+//! protocol shared by `lbd` and `lbctl`; `agent` wires them together.
+
+pub mod agent;
+pub mod config;
+pub mod control;
+pub mod dataplane;
+pub mod net;
+pub mod table;

@@ -1,0 +1,471 @@
+//! The TOML configuration: schema, defaults and validation. Pure: it turns text into a
+//! validated [`Config`] or into a list of [`Diagnostic`]s that each name the line, column
+//! and key, so an operator can fix every problem in one pass.
+//!
+//! Every key is documented in `docs/config.md`.
+
+use std::{
+    collections::HashSet,
+    fmt,
+    net::IpAddr,
+    ops::Range,
+    path::{Path, PathBuf},
+};
+
+use lb_common::{
+    backend::{DEFAULT_TABLE_CAPACITY, MAX_BACKENDS},
+    vip::MAX_VIPS,
+};
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+/// Default control socket path.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/lbd/lbd.sock";
+/// Default lookup-table size per VIP (a prime, as Maglev needs).
+pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
+/// Largest backend weight accepted.
+pub const MAX_WEIGHT: u32 = 10_000;
+
+/// How the XDP program attaches.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// In the driver: fastest, what production NICs and veth support.
+    #[default]
+    Native,
+    /// In the kernel's generic path: works on any interface, slower.
+    Generic,
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardingMode {
+    /// Direct return: rewrite MACs only; backends hold the VIP on loopback.
+    #[default]
+    Dr,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub vips: Vec<VipConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentConfig {
+    pub interface: String,
+    pub xdp_mode: XdpMode,
+    pub hash_seed: u32,
+    pub control_socket: PathBuf,
+    pub table_capacity: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VipConfig {
+    pub name: String,
+    pub address: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub mode: ForwardingMode,
+    pub table_size: u32,
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendConfig {
+    pub address: IpAddr,
+    pub weight: u32,
+}
+
+// The raw, span-carrying shape of the file. Validation turns it into `Config`.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    agent: Spanned<RawAgent>,
+    #[serde(default, rename = "vip")]
+    vips: Vec<Spanned<RawVip>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    interface: Spanned<String>,
+    #[serde(default)]
+    xdp_mode: XdpMode,
+    #[serde(default)]
+    hash_seed: u32,
+    #[serde(default)]
+    control_socket: Option<PathBuf>,
+    #[serde(default)]
+    table_capacity: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVip {
+    #[serde(default)]
+    name: Option<Spanned<String>>,
+    address: Spanned<IpAddr>,
+    port: Spanned<u16>,
+    protocol: Protocol,
+    #[serde(default)]
+    mode: ForwardingMode,
+    #[serde(default)]
+    table_size: Option<Spanned<u32>>,
+    #[serde(default, rename = "backend")]
+    backends: Vec<Spanned<RawBackend>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    address: Spanned<IpAddr>,
+    #[serde(default)]
+    weight: Option<Spanned<u32>>,
+}
+
+/// One problem in a config file, located for the operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub line: usize,
+    pub column: usize,
+    /// Dotted path of the offending key, e.g. `vip[1].port`; empty for syntax errors.
+    pub key: String,
+    pub message: String,
+}
+
+/// Every problem found in one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.diagnostics.len();
+        writeln!(
+            f,
+            "{}: {n} error{} in configuration",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for d in &self.diagnostics {
+            let key = if d.key.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", d.key)
+            };
+            writeln!(
+                f,
+                "  {}:{}:{}: {key}{}",
+                self.file.display(),
+                d.line,
+                d.column,
+                d.message
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        diagnostics: vec![Diagnostic {
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: format!("cannot read the file: {e}"),
+        }],
+    })?;
+    parse(&text).map_err(|diagnostics| ConfigError {
+        file: path.to_owned(),
+        diagnostics,
+    })
+}
+
+/// Parses and validates config text.
+pub fn parse(text: &str) -> Result<Config, Vec<Diagnostic>> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+        vec![Diagnostic {
+            line,
+            column,
+            key: String::new(),
+            message: e.message().trim().to_owned(),
+        }]
+    })?;
+    Validator {
+        text,
+        diagnostics: Vec::new(),
+    }
+    .run(raw)
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        let (line, column) = line_col(self.text, span.start);
+        self.diagnostics.push(Diagnostic {
+            line,
+            column,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn run(mut self, raw: RawConfig) -> Result<Config, Vec<Diagnostic>> {
+        let agent_span = raw.agent.span();
+        let raw_agent = raw.agent.into_inner();
+        let interface = raw_agent.interface.get_ref().trim().to_owned();
+        if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
+            self.error(
+                raw_agent.interface.span(),
+                "agent.interface",
+                format!("{interface:?} is not a valid interface name (1-15 characters, no '/' or spaces)"),
+            );
+        }
+        let table_capacity = match &raw_agent.table_capacity {
+            Some(c) if *c.get_ref() == 0 => {
+                self.error(c.span(), "agent.table_capacity", "must be at least 1");
+                DEFAULT_TABLE_CAPACITY
+            }
+            Some(c) => *c.get_ref(),
+            None => DEFAULT_TABLE_CAPACITY,
+        };
+        let agent = AgentConfig {
+            interface,
+            xdp_mode: raw_agent.xdp_mode,
+            hash_seed: raw_agent.hash_seed,
+            control_socket: raw_agent
+                .control_socket
+                .unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into()),
+            table_capacity,
+        };
+
+        if raw.vips.len() > MAX_VIPS as usize {
+            self.error(
+                agent_span.clone(),
+                "vip",
+                format!(
+                    "{} VIPs configured; at most {MAX_VIPS} are supported",
+                    raw.vips.len()
+                ),
+            );
+        }
+        let mut seen_vips = HashSet::new();
+        let mut seen_names = HashSet::new();
+        let mut vips = Vec::with_capacity(raw.vips.len());
+        let mut total_backends = 0usize;
+        let mut total_slots = 0u64;
+        for (i, raw_vip) in raw.vips.into_iter().enumerate() {
+            let vip_span = raw_vip.span();
+            let v = raw_vip.into_inner();
+            let at = |k: &str| format!("vip[{i}].{k}");
+            let address = *v.address.get_ref();
+            let port = *v.port.get_ref();
+            if port == 0 {
+                self.error(
+                    v.port.span(),
+                    at("port"),
+                    "port 0 is not allowed; give the service's port (1-65535)",
+                );
+            }
+            if address.is_ipv6() {
+                self.error(
+                    v.address.span(),
+                    at("address"),
+                    "IPv6 VIPs are not supported by this version; use an IPv4 address",
+                );
+            }
+            if address.is_unspecified() || address.is_multicast() {
+                self.error(
+                    v.address.span(),
+                    at("address"),
+                    format!("{address} cannot be a VIP; use a unicast address"),
+                );
+            }
+            if !seen_vips.insert((address, port, v.protocol)) {
+                self.error(
+                    vip_span.clone(),
+                    format!("vip[{i}]"),
+                    format!("duplicate VIP {address}:{port}/{}", v.protocol),
+                );
+            }
+            let name = match &v.name {
+                Some(n) => {
+                    if n.get_ref().is_empty() {
+                        self.error(n.span(), at("name"), "must not be empty");
+                    } else if !seen_names.insert(n.get_ref().clone()) {
+                        self.error(
+                            n.span(),
+                            at("name"),
+                            format!("duplicate VIP name {:?}", n.get_ref()),
+                        );
+                    }
+                    n.get_ref().clone()
+                }
+                None => format!("{address}:{port}/{}", v.protocol),
+            };
+            let table_size = match &v.table_size {
+                Some(t) => {
+                    let size = *t.get_ref();
+                    if !is_prime(size) {
+                        self.error(t.span(), at("table_size"), format!("{size} is not prime; Maglev needs a prime table size (e.g. 65537, 655373)"));
+                    }
+                    size
+                }
+                None => DEFAULT_TABLE_SIZE,
+            };
+            total_slots += table_size as u64;
+
+            let mut backends = Vec::with_capacity(v.backends.len());
+            let mut seen_backends = HashSet::new();
+            for (j, raw_backend) in v.backends.into_iter().enumerate() {
+                let b = raw_backend.into_inner();
+                let bat = |k: &str| format!("vip[{i}].backend[{j}].{k}");
+                let baddr = *b.address.get_ref();
+                if baddr.is_ipv4() != address.is_ipv4() {
+                    self.error(
+                        b.address.span(),
+                        bat("address"),
+                        format!("backend {baddr} and VIP {address} are different address families"),
+                    );
+                }
+                if baddr.is_unspecified() || baddr.is_multicast() || baddr.is_loopback() {
+                    self.error(
+                        b.address.span(),
+                        bat("address"),
+                        format!("{baddr} cannot be a backend; use the backend's unicast address"),
+                    );
+                }
+                if !seen_backends.insert(baddr) {
+                    self.error(
+                        b.address.span(),
+                        bat("address"),
+                        format!("backend {baddr} is listed twice for this VIP"),
+                    );
+                }
+                let weight = match &b.weight {
+                    Some(w) if *w.get_ref() > MAX_WEIGHT => {
+                        self.error(
+                            w.span(),
+                            bat("weight"),
+                            format!("{} is above the maximum weight {MAX_WEIGHT}", w.get_ref()),
+                        );
+                        *w.get_ref()
+                    }
+                    Some(w) => *w.get_ref(),
+                    None => 1,
+                };
+                backends.push(BackendConfig {
+                    address: baddr,
+                    weight,
+                });
+            }
+            total_backends += backends.len();
+            if backends.len() as u64 > table_size as u64 {
+                self.error(
+                    vip_span.clone(),
+                    at("backend"),
+                    format!(
+                        "{} backends do not fit a table of {table_size} slots; raise table_size",
+                        backends.len()
+                    ),
+                );
+            }
+            vips.push(VipConfig {
+                name,
+                address,
+                port,
+                protocol: v.protocol,
+                mode: v.mode,
+                table_size,
+                backends,
+            });
+        }
+        if total_backends > MAX_BACKENDS as usize {
+            self.error(
+                agent_span.clone(),
+                "vip",
+                format!(
+                    "{total_backends} backends configured; at most {MAX_BACKENDS} are supported"
+                ),
+            );
+        }
+        if total_slots > table_capacity as u64 {
+            self.error(agent_span, "agent.table_capacity", format!("the VIPs' tables need {total_slots} slots but table_capacity is {table_capacity}; raise it or lower table_size"));
+        }
+
+        if self.diagnostics.is_empty() {
+            Ok(Config { agent, vips })
+        } else {
+            self.diagnostics.sort_by_key(|d| (d.line, d.column));
+            Err(self.diagnostics)
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Trial division: table sizes are at most a few million, checked once per load.
+pub fn is_prime(n: u32) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let n = n as u64;
+    (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,136 @@
+use super::*;
+
+const GOOD: &str = r#"
+[agent]
+interface = "eth0"
+hash_seed = 7
+
+[[vip]]
+name = "web"
+address = "10.99.0.50"
+port = 80
+protocol = "tcp"
+
+[[vip.backend]]
+address = "10.99.0.21"
+weight = 2
+
+[[vip.backend]]
+address = "10.99.0.22"
+"#;
+
+#[test]
+fn good_config_gets_defaults() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.agent.interface, "eth0");
+    assert_eq!(c.agent.xdp_mode, XdpMode::Native);
+    assert_eq!(c.agent.hash_seed, 7);
+    assert_eq!(
+        c.agent.control_socket,
+        PathBuf::from(DEFAULT_CONTROL_SOCKET)
+    );
+    assert_eq!(c.vips.len(), 1);
+    let v = &c.vips[0];
+    assert_eq!(
+        (v.name.as_str(), v.port, v.protocol, v.mode),
+        ("web", 80, Protocol::Tcp, ForwardingMode::Dr)
+    );
+    assert_eq!(v.table_size, DEFAULT_TABLE_SIZE);
+    assert_eq!(v.backends[0].weight, 2);
+    assert_eq!(v.backends[1].weight, 1);
+}
+
+/// Runs `text` through the parser and returns its diagnostics as `line:col key: message`.
+fn errors(text: &str) -> Vec<String> {
+    parse(text)
+        .expect_err("config should be rejected")
+        .into_iter()
+        .map(|d| format!("{}:{} {}: {}", d.line, d.column, d.key, d.message))
+        .collect()
+}
+
+fn with_vip(vip_body: &str) -> String {
+    format!("[agent]\ninterface = \"eth0\"\n\n[[vip]]\n{vip_body}\n")
+}
+
+#[test]
+fn each_bad_value_is_reported_at_its_line_and_key() {
+    let cases: &[(String, &str)] = &[
+        (with_vip("address = \"10.0.0.1\"\nport = 0\nprotocol = \"tcp\""), "6:8 vip[0].port: port 0 is not allowed"),
+        (with_vip("address = \"10.0.0.300\"\nport = 80\nprotocol = \"tcp\""), "5:11 : invalid IP address syntax"),
+        (with_vip("address = \"10.0.0.1\"\nport = 80\nprotocol = \"sctp\""), "7:12 : unknown variant `sctp`, expected `tcp` or `udp`"),
+        (with_vip("address = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\ntable_size = 65536"), "8:14 vip[0].table_size: 65536 is not prime"),
+        (with_vip("address = \"2001:db8::1\"\nport = 80\nprotocol = \"tcp\""), "5:11 vip[0].address: IPv6 VIPs are not supported"),
+        (with_vip("address = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\n[[vip.backend]]\naddress = \"2001:db8::2\""), "9:11 vip[0].backend[0].address: backend 2001:db8::2 and VIP 10.0.0.1 are different address families"),
+        (with_vip("address = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\nweight = 20000"), "10:10 vip[0].backend[0].weight: 20000 is above the maximum weight"),
+        (with_vip("address = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\nfrobnicate = 1"), "8:1 : unknown field `frobnicate`"),
+        (with_vip("address = \"10.0.0.1\"\nport = 70000\nprotocol = \"tcp\""), "6:8 : invalid value: integer `70000`, expected u16"),
+        ("[agent]\ninterface = \"\"\n".to_owned(), "2:13 agent.interface: \"\" is not a valid interface name"),
+        ("[[vip]]\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\n".to_owned(), "missing field `agent`"),
+        ("[agent]\ninterface = \"eth0\"\nxdp_mode = \"turbo\"\n".to_owned(), "3:12 : unknown variant `turbo`, expected `native` or `generic`"),
+        ("[agent\ninterface = \"eth0\"\n".to_owned(), "1:7 : invalid table header"),
+    ];
+    for (text, want) in cases {
+        let got = errors(text);
+        assert!(
+            got.iter()
+                .any(|e| e.starts_with(want) || (want.starts_with("missing") && e.contains(want))),
+            "config:\n{text}\nwanted an error starting with {want:?}, got {got:?}"
+        );
+    }
+}
+
+#[test]
+fn all_errors_are_collected_in_one_pass() {
+    let text = with_vip(
+        "address = \"10.0.0.1\"\nport = 0\nprotocol = \"tcp\"\ntable_size = 100\n\
+         [[vip.backend]]\naddress = \"10.0.0.2\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\n\
+         [[vip]]\naddress = \"10.0.0.1\"\nport = 0\nprotocol = \"tcp\"",
+    );
+    let got = errors(&text);
+    assert_eq!(got.len(), 5, "{got:#?}");
+    assert!(got[0].contains("port 0"));
+    assert!(got[1].contains("100 is not prime"));
+    assert!(got[2].contains("listed twice"));
+    assert!(got[3].contains("duplicate VIP 10.0.0.1:0/tcp"));
+    assert!(got[4].contains("port 0"));
+}
+
+#[test]
+fn error_display_names_file_line_and_key() {
+    let err = ConfigError {
+        file: "lb.toml".into(),
+        diagnostics: parse(&with_vip(
+            "address = \"10.0.0.1\"\nport = 0\nprotocol = \"tcp\"",
+        ))
+        .unwrap_err(),
+    };
+    let text = err.to_string();
+    assert!(
+        text.starts_with("lb.toml: 1 error in configuration\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("lb.toml:6:8: vip[0].port: port 0 is not allowed"),
+        "{text}"
+    );
+}
+
+#[test]
+fn table_sizes_must_fit_the_capacity() {
+    let text = "[agent]\ninterface = \"eth0\"\ntable_capacity = 100000\n\
+                [[vip]]\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\n\
+                [[vip]]\naddress = \"10.0.0.1\"\nport = 81\nprotocol = \"tcp\"\n";
+    let got = errors(text);
+    assert!(
+        got[0].contains("need 131074 slots but table_capacity is 100000"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn primes() {
+    let primes: Vec<u32> = (0..30).filter(|&n| is_prime(n)).collect();
+    assert_eq!(primes, [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]);
+    assert!(is_prime(65_537) && is_prime(655_373) && !is_prime(65_536));
+}

@@ -1,0 +1,249 @@
+//! The control socket protocol shared by `lbd` (server) and `lbctl` (client).
+//!
+//! One request per connection: the client writes a single JSON object terminated by a
+//! newline, the server answers with one JSON object and closes. Version 1:
+//!
+//! ```text
+//! → {"v":1,"cmd":"status"}
+//! ← {"ok":true,"data":{...}}        or        {"ok":false,"error":"..."}
+//! ```
+//!
+//! Requests over [`MAX_REQUEST_BYTES`] or not valid JSON get an error and change nothing.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::IpAddr,
+    os::unix::net::UnixStream,
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest request the server reads; anything longer is rejected unread.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// A request: the command plus the protocol version.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Request {
+    pub v: u32,
+    #[serde(flatten)]
+    pub command: Command,
+}
+
+/// What the client asks for.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Command {
+    /// Agent status: interface, attach state, uptime, object counts.
+    Status,
+    /// Packet and byte counters per VIP, backend and reason.
+    Stats,
+}
+
+/// The server's answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn ok(data: impl Serialize) -> Response {
+        match serde_json::to_value(data) {
+            Ok(v) => Response {
+                ok: true,
+                data: Some(v),
+                error: None,
+            },
+            Err(e) => Response::err(format!("internal error encoding the reply: {e}")),
+        }
+    }
+
+    pub fn err(msg: impl Into<String>) -> Response {
+        Response {
+            ok: false,
+            data: None,
+            error: Some(msg.into()),
+        }
+    }
+}
+
+/// `status` reply.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub version: String,
+    pub interface: String,
+    pub ifindex: u32,
+    pub xdp_mode: String,
+    pub attached: bool,
+    pub uptime_secs: u64,
+    pub vips: usize,
+    pub backends: usize,
+    pub unresolved_backends: usize,
+}
+
+/// `stats` reply.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StatsReport {
+    pub vips: Vec<VipStats>,
+    pub reasons: Vec<ReasonStats>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VipStats {
+    pub name: String,
+    pub address: IpAddr,
+    pub port: u16,
+    pub protocol: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub backends: Vec<BackendStats>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BackendStats {
+    pub address: IpAddr,
+    pub weight: u32,
+    /// Resolved MAC, or `None` while the neighbour is unresolved.
+    pub mac: Option<String>,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReasonStats {
+    pub reason: String,
+    pub verdict: String,
+    pub description: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Parses one request line. Errors are phrased for the operator who sent it.
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    if line.len() > MAX_REQUEST_BYTES {
+        return Err(format!(
+            "request too large: {} bytes, limit {MAX_REQUEST_BYTES}",
+            line.len()
+        ));
+    }
+    // The version is checked before the command so an old or new client is told about the
+    // version mismatch rather than about a command it could not know.
+    let mut value: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(line).map_err(|e| format!("malformed request: {e}"))?;
+    let v = match value.remove("v") {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(_) => None,
+        None => return Err("malformed request: missing field `v` (the protocol version)".into()),
+    };
+    if v != Some(PROTOCOL_VERSION as u64) {
+        return Err(format!(
+            "unsupported protocol version {} (this agent speaks {PROTOCOL_VERSION}); \
+             use an lbctl of the same release as lbd",
+            value_or(v)
+        ));
+    }
+    let command: Command = serde_json::from_value(value.clone().into())
+        .map_err(|e| format!("malformed request: {e}"))?;
+    // serde ignores extra keys on unit variants even with deny_unknown_fields; a key the
+    // command does not echo back is one it does not know.
+    if let Ok(serde_json::Value::Object(known)) = serde_json::to_value(&command) {
+        if let Some(extra) = value.keys().find(|k| !known.contains_key(*k)) {
+            return Err(format!(
+                "malformed request: unknown field `{extra}` for command {:?}",
+                known["cmd"]
+            ));
+        }
+    }
+    Ok(Request {
+        v: PROTOCOL_VERSION,
+        command,
+    })
+}
+
+fn value_or(v: Option<u64>) -> String {
+    v.map_or_else(|| "(not a number)".into(), |v| v.to_string())
+}
+
+/// Sends `command` to the agent listening on `socket` and returns the reply's data.
+pub fn request(socket: &Path, command: &Command) -> anyhow::Result<serde_json::Value> {
+    let mut stream = UnixStream::connect(socket).with_context(|| {
+        format!(
+            "cannot connect to lbd at {}: is lbd running? (path set by agent.control_socket)",
+            socket.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut line = serde_json::to_vec(&Request {
+        v: PROTOCOL_VERSION,
+        command: command.clone(),
+    })?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut reply = Vec::new();
+    BufReader::new(stream.take(16 * 1024 * 1024))
+        .read_until(b'\n', &mut reply)
+        .context("reading lbd's reply")?;
+    let resp: Response = serde_json::from_slice(&reply)
+        .with_context(|| format!("lbd sent an unreadable reply ({} bytes)", reply.len()))?;
+    if !resp.ok {
+        bail!(
+            "{}",
+            resp.error
+                .unwrap_or_else(|| "lbd reported an error without a message".into())
+        );
+    }
+    Ok(resp.data.unwrap_or(serde_json::Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_in_the_documented_shape() {
+        let line = serde_json::to_string(&Request {
+            v: 1,
+            command: Command::Stats,
+        })
+        .unwrap();
+        assert_eq!(line, r#"{"v":1,"cmd":"stats"}"#);
+        assert_eq!(
+            parse_request(line.as_bytes()).unwrap().command,
+            Command::Stats
+        );
+    }
+
+    #[test]
+    fn bad_requests_get_precise_errors() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"", "malformed request"),
+            (b"{", "malformed request"),
+            (br#"{"v":1,"cmd":"nope"}"#, "unknown variant `nope`"),
+            (
+                br#"{"v":2,"cmd":"stats"}"#,
+                "unsupported protocol version 2",
+            ),
+            (br#"{"cmd":"stats"}"#, "missing field `v`"),
+            (br#"{"v":1,"cmd":"stats","x":1}"#, "unknown field `x`"),
+        ];
+        for (input, want) in cases {
+            let err = parse_request(input).unwrap_err();
+            assert!(
+                err.contains(want),
+                "{:?}: got {err:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        let big = vec![b' '; MAX_REQUEST_BYTES + 1];
+        assert!(parse_request(&big).unwrap_err().contains("too large"));
+    }
+}

@@ -1,0 +1,243 @@
+//! The only code that touches the XDP program and its maps: loading, attaching, writing
+//! what the agent wants, reading counters.
+//!
+//! Writers compare with what they last wrote and send only the difference, so a table
+//! update never leaves the program looking at a half-written table.
+
+use anyhow::{anyhow, Context as _};
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{xdp::XdpLinkId, ProgramError, TestRun as _, TestRunOptions, Xdp},
+    Ebpf, EbpfLoader,
+};
+use lb_common::{
+    backend::Backend,
+    iface::IfaceInfo,
+    settings::Settings,
+    stats::{Counter, Reason},
+    vip::{VipInfo, VipKey},
+};
+
+use crate::config::XdpMode;
+
+/// The compiled XDP object (built by build.rs from the `lb-ebpf` crate).
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
+
+/// The balancing program's name in the object.
+pub const PROGRAM: &str = "xdp_lb";
+
+/// A loaded (and maybe attached) instance of the program with its maps.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    /// What `BACKEND_TABLE` holds, so updates write only the slots that change.
+    table_shadow: Vec<u32>,
+    attached: Option<(u32, XdpLinkId)>,
+}
+
+impl Dataplane {
+    /// Loads the program into the kernel (not attached) with a lookup table of
+    /// `table_capacity` slots.
+    pub fn load(table_capacity: u32) -> anyhow::Result<Dataplane> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("BACKEND_TABLE", table_capacity)
+            .load(EBPF_OBJECT)
+            .context(
+                "loading the XDP object into the kernel (needs root or CAP_BPF+CAP_NET_ADMIN)",
+            )?;
+        let prog: &mut Xdp = program(&mut ebpf)?;
+        prog.load().map_err(verifier_error)?;
+        Ok(Dataplane {
+            ebpf,
+            table_shadow: vec![0; table_capacity as usize],
+            attached: None,
+        })
+    }
+
+    pub fn set_settings(&mut self, settings: Settings) -> anyhow::Result<()> {
+        array::<Settings>(&mut self.ebpf, "SETTINGS")?.set(0, settings, 0)?;
+        Ok(())
+    }
+
+    pub fn set_iface(&mut self, ifindex: u32, mac: [u8; 6]) -> anyhow::Result<()> {
+        hash_map::<u32, IfaceInfo>(&mut self.ebpf, "IFACES")?.insert(
+            ifindex,
+            IfaceInfo { mac, _pad: [0; 2] },
+            0,
+        )?;
+        Ok(())
+    }
+
+    pub fn set_vip(&mut self, key: VipKey, info: VipInfo) -> anyhow::Result<()> {
+        hash_map::<VipKey, VipInfo>(&mut self.ebpf, "VIPS")?.insert(key, info, 0)?;
+        Ok(())
+    }
+
+    pub fn remove_vip(&mut self, key: &VipKey) -> anyhow::Result<()> {
+        hash_map::<VipKey, VipInfo>(&mut self.ebpf, "VIPS")?.remove(key)?;
+        Ok(())
+    }
+
+    pub fn set_backend(&mut self, id: u32, backend: Backend) -> anyhow::Result<()> {
+        array::<Backend>(&mut self.ebpf, "BACKENDS")?.set(id, backend, 0)?;
+        Ok(())
+    }
+
+    /// Writes `slots` at `offset` of the lookup table, touching only slots whose value
+    /// changes. Returns how many were written.
+    pub fn write_table(&mut self, offset: u32, slots: &[u32]) -> anyhow::Result<usize> {
+        let start = offset as usize;
+        let end = start
+            .checked_add(slots.len())
+            .filter(|&e| e <= self.table_shadow.len())
+            .ok_or_else(|| {
+                anyhow!(
+                    "table slots {start}..+{} exceed the capacity {}",
+                    slots.len(),
+                    self.table_shadow.len()
+                )
+            })?;
+        let mut table = array::<u32>(&mut self.ebpf, "BACKEND_TABLE")?;
+        let mut written = 0;
+        for (i, (&want, have)) in slots
+            .iter()
+            .zip(&mut self.table_shadow[start..end])
+            .enumerate()
+        {
+            if want != *have {
+                table.set((start + i) as u32, want, 0)?;
+                *have = want;
+                written += 1;
+            }
+        }
+        Ok(written)
+    }
+
+    /// Attaches the program to `ifindex`; a no-op if already attached there.
+    pub fn attach(&mut self, ifindex: u32, mode: XdpMode) -> anyhow::Result<()> {
+        if matches!(&self.attached, Some((i, _)) if *i == ifindex) {
+            return Ok(());
+        }
+        self.detach()?;
+        let aya_mode = match mode {
+            XdpMode::Native => aya::programs::XdpMode::Driver,
+            XdpMode::Generic => aya::programs::XdpMode::Skb,
+        };
+        let link = program(&mut self.ebpf)?
+            .attach_to_if_index(ifindex, aya_mode)
+            .with_context(|| format!("attaching XDP ({mode} mode) to ifindex {ifindex}; if the driver lacks native XDP, set agent.xdp_mode = \"generic\""))?;
+        self.attached = Some((ifindex, link));
+        Ok(())
+    }
+
+    /// Detaches the program if attached.
+    pub fn detach(&mut self) -> anyhow::Result<()> {
+        if let Some((ifindex, link)) = self.attached.take() {
+            program(&mut self.ebpf)?
+                .detach(link)
+                .with_context(|| format!("detaching XDP from ifindex {ifindex}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn attached_ifindex(&self) -> Option<u32> {
+        self.attached.as_ref().map(|(i, _)| *i)
+    }
+
+    pub fn vip_counter(&self, id: u32) -> anyhow::Result<Counter> {
+        per_cpu_sum(&self.ebpf, "VIP_STATS", id)
+    }
+
+    pub fn backend_counter(&self, id: u32) -> anyhow::Result<Counter> {
+        per_cpu_sum(&self.ebpf, "BACKEND_STATS", id)
+    }
+
+    pub fn reason_counters(&self) -> anyhow::Result<Vec<(Reason, Counter)>> {
+        Reason::ALL
+            .iter()
+            .map(|&r| Ok((r, per_cpu_sum(&self.ebpf, "REASON_STATS", r as u32)?)))
+            .collect()
+    }
+
+    /// Runs the program once on `frame` with `BPF_PROG_TEST_RUN` (ingress interface:
+    /// loopback). Returns the raw verdict and the frame as the program left it.
+    pub fn test_run(&mut self, frame: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
+        // Room for a program that grows the frame (encapsulation) without ENOSPC.
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = program(&mut self.ebpf)?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat: 1,
+                ..Default::default()
+            })
+            .context("BPF_PROG_TEST_RUN")?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value, out))
+    }
+
+    /// Runs the program `repeat` times on `frame` in the kernel and returns the mean
+    /// duration per run, as the kernel measured it.
+    pub fn time_run(&mut self, frame: &[u8], repeat: u32) -> anyhow::Result<std::time::Duration> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = program(&mut self.ebpf)?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat,
+                ..Default::default()
+            })
+            .context("BPF_PROG_TEST_RUN")?;
+        Ok(result.duration)
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        if let Err(e) = self.detach() {
+            tracing::warn!("while unloading: {e:#}");
+        }
+    }
+}
+
+fn program(ebpf: &mut Ebpf) -> anyhow::Result<&mut Xdp> {
+    ebpf.program_mut(PROGRAM)
+        .ok_or_else(|| anyhow!("program {PROGRAM} missing from the XDP object"))?
+        .try_into()
+        .context("program type")
+}
+
+/// Makes a verifier rejection readable: aya puts the verifier log in the error's Debug.
+fn verifier_error(e: ProgramError) -> anyhow::Error {
+    anyhow!("the kernel rejected the XDP program: {e:?}")
+}
+
+fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::maps::Map> {
+    ebpf.map_mut(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the XDP object"))
+}
+
+fn array<'a, V: aya::Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> anyhow::Result<Array<&'a mut MapData, V>> {
+    Array::try_from(map(ebpf, name)?).with_context(|| format!("map {name}"))
+}
+
+fn hash_map<'a, K: aya::Pod, V: aya::Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> anyhow::Result<HashMap<&'a mut MapData, K, V>> {
+    HashMap::try_from(map(ebpf, name)?).with_context(|| format!("map {name}"))
+}
+
+fn per_cpu_sum(ebpf: &Ebpf, name: &str, index: u32) -> anyhow::Result<Counter> {
+    let m = ebpf
+        .map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the XDP object"))?;
+    let values = PerCpuArray::<_, Counter>::try_from(m)?.get(&index, 0)?;
+    let mut total = Counter::default();
+    for c in values.iter() {
+        total.add(c);
+    }
+    Ok(total)
+}
