@@ -50,7 +50,7 @@ pub fn vlan_vip_tcp(sport: u16) -> Vec<u8> {
 /// TCP to the VIP with 8 bytes of IPv4 options (NOP, NOP, and a timestamp-less record route).
 pub fn vip_tcp_with_options(sport: u16) -> Vec<u8> {
     let mut ip = Ipv4Header::new(0, 64, IpNumber::TCP, CLIENT.octets(), VIP.octets()).unwrap();
-    ip.set_options(&[1, 1, 7, 7, 4, 0, 0, 0]).unwrap();
+    ip.options = (&[1u8, 1, 7, 7, 4, 0, 0, 0][..]).try_into().unwrap();
     let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
         .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
         .tcp(sport, 80, 1000, 64240)
