@@ -9,4 +9,5 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod net;
+pub mod plan;
 pub mod table;

@@ -1,1 +1,237 @@
-fn main() {}
+//! lbd: the load-balancer agent. Loads the XDP program, programs its maps from the
+//! config, resolves backend MACs, attaches, serves the control socket, and on SIGTERM or
+//! SIGINT detaches and exits.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use clap::Parser;
+use futures::StreamExt as _;
+use lb_userspace::{
+    agent::Agent,
+    config,
+    control::{self, Command, Response},
+    dataplane::Dataplane,
+    net::{self, NeighbourEvent, Netlink},
+};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+    signal::unix::{signal, SignalKind},
+    sync::{mpsc, oneshot},
+};
+use tracing::{error, info, warn};
+
+/// The XDP load-balancer agent.
+///
+/// Reads the TOML config, loads and attaches the XDP program to `agent.interface`,
+/// keeps backend MACs current from the kernel's neighbour table, and answers `lbctl`
+/// on `agent.control_socket`. SIGTERM or SIGINT detaches the program and exits 0.
+///
+/// Examples:
+///   lbd --config /etc/lbd/lb.toml
+///   lbd --config lb.toml --check        # validate only
+///   RUST_LOG=debug lbd --config lb.toml
+#[derive(Parser)]
+#[command(version, verbatim_doc_comment)]
+struct Args {
+    /// Path of the TOML configuration (reference: docs/config.md).
+    #[arg(short, long, default_value = "/etc/lbd/lb.toml")]
+    config: PathBuf,
+    /// Validate the configuration, print the result and exit (2 if invalid).
+    #[arg(long)]
+    check: bool,
+}
+
+/// How long startup waits for backend MACs before attaching anyway.
+const RESOLVE_WAIT: Duration = Duration::from_secs(3);
+/// How often unconfirmed backend neighbours are poked and the table re-read.
+const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let config = match config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            eprintln!("lbd: nothing was started; fix the configuration and run again");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        println!(
+            "{}: configuration is valid ({} VIPs)",
+            args.config.display(),
+            config.vips.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lbd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A control request waiting for the agent's answer.
+type Pending = (Command, oneshot::Sender<Response>);
+
+async fn run(config: config::Config) -> anyhow::Result<()> {
+    let netlink = Netlink::connect()?;
+    let link = netlink.link(&config.agent.interface).await?;
+    let mut neighbour_events = Box::pin(net::watch_neighbours()?);
+    let dp = Dataplane::load(config.agent.table_capacity)?;
+    let socket_path = config.agent.control_socket.clone();
+    let mut agent = Agent::new(config, link, dp)?;
+
+    resolve_backends(&netlink, &mut agent).await?;
+    let unresolved = agent.unresolved();
+    if !unresolved.is_empty() {
+        warn!(?unresolved, "attaching with unresolved backends; their flows are dropped until the kernel resolves them");
+    }
+    agent.attach()?;
+
+    let listener = bind_control(&socket_path)?;
+    let (requests_tx, mut requests) = mpsc::channel::<Pending>(64);
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
+    info!(socket = %socket_path.display(), "lbd ready");
+
+    let outcome = loop {
+        tokio::select! {
+            _ = sigterm.recv() => { info!("SIGTERM received, shutting down"); break Ok(()); }
+            _ = sigint.recv() => { info!("SIGINT received, shutting down"); break Ok(()); }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => { tokio::spawn(serve_client(stream, requests_tx.clone())); }
+                Err(e) => warn!("control socket accept: {e}"),
+            },
+            Some((command, reply)) = requests.recv() => {
+                let _ = reply.send(agent.handle(&command));
+            }
+            Some(event) = neighbour_events.next() => {
+                if let NeighbourEvent::Updated(n) = event {
+                    if n.ifindex == agent.ifindex() {
+                        if let Err(e) = agent.on_neighbour(n.ip, n.mac) { break Err(e); }
+                    }
+                }
+            }
+            _ = refresh.tick() => {
+                if let Err(e) = refresh_neighbours(&netlink, &mut agent).await {
+                    warn!("neighbour refresh: {e:#}");
+                }
+            }
+        }
+    };
+    let _ = std::fs::remove_file(&socket_path);
+    agent.detach()?;
+    outcome
+}
+
+/// Pokes every backend and waits until all are resolved or `RESOLVE_WAIT` passes.
+async fn resolve_backends(netlink: &Netlink, agent: &mut Agent) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + RESOLVE_WAIT;
+    for ip in agent.backend_addresses() {
+        if let Err(e) = netlink.resolve(agent.ifindex(), ip).await {
+            warn!("{e:#}");
+        }
+    }
+    loop {
+        for n in netlink.neighbours(agent.ifindex()).await? {
+            agent.on_neighbour(n.ip, n.mac)?;
+        }
+        if agent.unresolved().is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Re-reads the neighbour table and asks the kernel to re-confirm backends whose entry
+/// is not confirmed: XDP-forwarded traffic never confirms a neighbour, so without this a
+/// backend whose MAC changed would only be noticed when the entry expired.
+async fn refresh_neighbours(netlink: &Netlink, agent: &mut Agent) -> anyhow::Result<()> {
+    let table = netlink.neighbours(agent.ifindex()).await?;
+    for ip in agent.backend_addresses() {
+        match table.iter().find(|n| n.ip == ip) {
+            Some(n) => {
+                agent.on_neighbour(n.ip, n.mac)?;
+                if !n.confirmed {
+                    netlink.resolve(agent.ifindex(), ip).await?;
+                }
+            }
+            None => netlink.resolve(agent.ifindex(), ip).await?,
+        }
+    }
+    Ok(())
+}
+
+fn bind_control(path: &std::path::Path) -> anyhow::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        anyhow::bail!(
+            "another lbd is already serving {}; stop it or set agent.control_socket",
+            path.display()
+        );
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding the control socket {}", path.display()))?;
+    // Control is root's business: owner read/write only.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Reads one bounded request line, hands it to the agent loop, writes the answer.
+async fn serve_client(stream: UnixStream, agent: mpsc::Sender<Pending>) {
+    let (read, mut write) = stream.into_split();
+    let mut line = Vec::new();
+    let limit = control::MAX_REQUEST_BYTES as u64 + 1;
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        BufReader::new(read.take(limit)).read_until(b'\n', &mut line),
+    )
+    .await;
+    let response = match read {
+        Err(_) => Response::err("timed out waiting for a request line"),
+        Ok(Err(e)) => Response::err(format!("reading the request: {e}")),
+        Ok(Ok(_)) => match control::parse_request(line.strip_suffix(b"\n").unwrap_or(&line)) {
+            Err(msg) => Response::err(msg),
+            Ok(req) => {
+                let (tx, rx) = oneshot::channel();
+                if agent.send((req.command, tx)).await.is_err() {
+                    return;
+                }
+                rx.await
+                    .unwrap_or_else(|_| Response::err("lbd is shutting down"))
+            }
+        },
+    };
+    if let Ok(mut bytes) = serde_json::to_vec(&response) {
+        bytes.push(b'\n');
+        let _ = write.write_all(&bytes).await;
+    }
+}
