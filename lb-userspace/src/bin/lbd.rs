@@ -50,12 +50,7 @@ const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
 
     let config = match config::load(&args.config) {
         Ok(c) => c,
@@ -91,6 +86,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr (journald keeps it under systemd). RUST_LOG overrides the level. The
+/// netlink crates warn about kernel attributes newer than themselves, which is noise here.
+fn init_logging() {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,netlink_packet_route=error,netlink_proto=error".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }
 
 /// A control request waiting for the agent's answer.
