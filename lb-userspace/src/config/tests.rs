@@ -134,3 +134,20 @@ fn primes() {
     assert_eq!(primes, [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]);
     assert!(is_prime(65_537) && is_prime(655_373) && !is_prime(65_536));
 }
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let c = parse(include_str!("../../../examples/lb.toml")).unwrap();
+    assert_eq!(c.vips[0].backends.len(), 3);
+}
+
+#[test]
+fn every_key_is_documented() {
+    let doc = include_str!("../../../docs/config.md");
+    for key in [
+        "interface", "xdp_mode", "hash_seed", "control_socket", "table_capacity", "name", "address", "port",
+        "protocol", "mode", "table_size", "weight",
+    ] {
+        assert!(doc.contains(&format!("| `{key}` |")), "docs/config.md lacks a row for `{key}`");
+    }
+}
