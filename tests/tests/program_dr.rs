@@ -1,11 +1,10 @@
 //! The real XDP program run by the kernel (`BPF_PROG_TEST_RUN`) on crafted frames. Each
 //! test asserts the verdict, the exact output bytes and the reason counter that moved.
 
-mod support;
-
 use lb_common::stats::{Reason, Verdict};
-use support::{
-    frames, with_macs, Harness, CLIENT, EMPTY_VIP_PORT, LB_MAC, UNRESOLVED_VIP_PORT, VIP,
+use lb_tests::{
+    frames,
+    program::{with_macs, Harness, CLIENT, EMPTY_VIP_PORT, LB_MAC, UNRESOLVED_VIP_PORT, VIP},
 };
 
 /// Runs `frame` and asserts it comes out untouched with `XDP_PASS` for `reason`.
@@ -22,7 +21,7 @@ fn assert_passed_untouched(h: &mut Harness, frame: &[u8], reason: Reason) {
 
 macro_rules! harness {
     () => {{
-        if !support::root_or_skip(module_path!()) {
+        if !lb_tests::require_root(module_path!()) {
             return;
         }
         Harness::new()
@@ -254,7 +253,7 @@ fn per_vip_and_per_backend_counters_count_forwarded_bytes() {
     let mut h = harness!();
     let frame = frames::vip_tcp(41000);
     let mac = h.expected_mac(CLIENT, 41000, 80, 6);
-    let backend = support::BACKEND_MACS
+    let backend = lb_tests::program::BACKEND_MACS
         .iter()
         .position(|m| *m == mac)
         .unwrap() as u32;

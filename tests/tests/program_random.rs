@@ -3,15 +3,14 @@
 //! sent to anything but the flow's configured backend. An independent classifier in this
 //! file says what each frame is.
 
-mod support;
-
 use std::net::Ipv4Addr;
 
 use lb_common::stats::Verdict;
-use rand::{rngs::SmallRng, Rng, SeedableRng};
-use support::{
-    frames, with_macs, Harness, BACKEND_MACS, EMPTY_VIP_PORT, LB_MAC, UNRESOLVED_VIP_PORT, VIP,
+use lb_tests::{
+    frames,
+    program::{with_macs, Harness, BACKEND_MACS, EMPTY_VIP_PORT, LB_MAC, UNRESOLVED_VIP_PORT, VIP},
 };
+use rand::{rngs::SmallRng, Rng, SeedableRng};
 
 const FRAMES: usize = 120_000;
 
@@ -145,7 +144,7 @@ fn mutate(rng: &mut SmallRng, mut f: Vec<u8>) -> Vec<u8> {
 
 #[test]
 fn random_and_mutated_frames_are_passed_untouched_or_forwarded_only_to_their_backend() {
-    if !support::root_or_skip("random_and_mutated_frames") {
+    if !lb_tests::require_root("random_and_mutated_frames") {
         return;
     }
     let seed = std::env::var("LB_RANDOM_SEED")

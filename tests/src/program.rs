@@ -1,8 +1,5 @@
-//! Shared by the program tests: a loaded data plane configured with a known set of VIPs
-//! and backends, crafted frames, and an independent reading of what the program must do.
-#![allow(dead_code)]
-
-pub mod frames;
+//! The real XDP program loaded (not attached) with a known set of VIPs and backends, for
+//! `BPF_PROG_TEST_RUN` tests and the per-packet benchmark.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -183,19 +180,4 @@ pub fn with_macs(frame: &[u8], dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
     out[0..6].copy_from_slice(&dst);
     out[6..12].copy_from_slice(&src);
     out
-}
-
-/// True when running as root; otherwise says loudly why the test is skipped (and fails
-/// under CI, where kernel tests must run).
-pub fn root_or_skip(test: &str) -> bool {
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: CI is set but the test is not running as root; kernel tests may not be skipped in CI");
-    }
-    eprintln!("\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-    eprintln!("!! SKIPPED {test}: needs root to load BPF programs. Run as root (CI does).");
-    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n");
-    false
 }

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use etherparse::{IpNumber, Ipv4Header, PacketBuilder, VlanId};
 
-use super::{CLIENT, CLIENT_MAC, LB_MAC, VIP};
+use crate::program::{CLIENT, CLIENT_MAC, LB_MAC, VIP};
 
 pub const PAYLOAD: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
 
