@@ -232,7 +232,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<Diagnostic>> {
             line,
             column,
             key: String::new(),
-            message: e.message().trim().to_owned(),
+            message: e.message().trim().replace('\n', "; "),
         }]
     })?;
     Validator {
