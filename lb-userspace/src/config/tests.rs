@@ -145,9 +145,22 @@ fn the_shipped_example_is_valid() {
 fn every_key_is_documented() {
     let doc = include_str!("../../../docs/config.md");
     for key in [
-        "interface", "xdp_mode", "hash_seed", "control_socket", "table_capacity", "name", "address", "port",
-        "protocol", "mode", "table_size", "weight",
+        "interface",
+        "xdp_mode",
+        "hash_seed",
+        "control_socket",
+        "table_capacity",
+        "name",
+        "address",
+        "port",
+        "protocol",
+        "mode",
+        "table_size",
+        "weight",
     ] {
-        assert!(doc.contains(&format!("| `{key}` |")), "docs/config.md lacks a row for `{key}`");
+        assert!(
+            doc.contains(&format!("| `{key}` |")),
+            "docs/config.md lacks a row for `{key}`"
+        );
     }
 }
