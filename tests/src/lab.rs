@@ -1,0 +1,726 @@
+//! The direct-return lab of `docs/lab.md`: a client, load-balancer node(s) and backends,
+//! each in its own network namespace, joined by a bridge in a namespace of its own.
+//!
+//! ```text
+//!  <p>-cl  10.99.0.100 ─┐
+//!  <p>-lb  10.99.0.10  ─┤ veth: `eth0` inside each namespace,   <p>-br: br0 with ports
+//!         + VIP/32     ─┤       the peer is a port of br0             pcl plb pb1 pb2 ...
+//!  <p>-b1.. 10.99.0.21.. + VIP/32 on lo, TCP+UDP servers on :80
+//! ```
+//!
+//! A [`Lab`] owns everything it creates and removes it on drop, also when a test panics or
+//! setup fails halfway. Namespace names are global, so each lab gets a unique prefix;
+//! addresses, MACs and link names are the same in every lab, because they only exist
+//! inside the lab's namespaces.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicU32, Ordering},
+        Arc, Mutex, MutexGuard, Weak,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{ensure, Context as _, Result};
+
+use crate::{
+    agent::LbdGuard,
+    client::{self, SourcePorts},
+    netns, servers,
+    servers::ServerCounters,
+};
+
+/// The service address the load balancer announces and every backend holds on `lo`.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 50);
+/// The port of both services (TCP and UDP) on the VIP.
+pub const SERVICE_PORT: u16 = 80;
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
+/// Load-balancer node `i` (from 0) has `10.99.0.(10 + i)`.
+pub const FIRST_LB_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 10);
+/// Backend `i` (from 0) has `10.99.0.(21 + i)`.
+pub const FIRST_BACKEND_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 21);
+pub const PREFIX_LEN: u8 = 24;
+
+const MAX_LB_NODES: usize = 9;
+/// Backend addresses must stay below the VIP.
+const MAX_BACKENDS: usize = (50 - 21) as usize;
+
+/// Every lab interface's MAC is `02:99:00:00:00:NN` where NN reads like the last octet of
+/// its address (10.99.0.21 has `..:21`, the balancer `..:10`), so a MAC in a counter or a
+/// capture names its node at a glance. Octets from 100 up (the client) have NN = the octet
+/// in hex (`..:64`).
+pub fn mac_for(addr: Ipv4Addr) -> [u8; 6] {
+    let last = addr.octets()[3];
+    let nn = if last < 100 {
+        ((last / 10) << 4) | (last % 10)
+    } else {
+        last
+    };
+    [0x02, 0x99, 0, 0, 0, nn]
+}
+
+/// `aa:bb:cc:dd:ee:ff`, the way `ip` and the agent print MACs.
+pub fn mac_string(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// One namespace attached to the bridge.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// Short role name: `cl`, `lb`, `lb2`, `b1`, ...
+    pub role: String,
+    /// The namespace, `<prefix>-<role>`.
+    pub ns: String,
+    /// Address of `eth0`.
+    pub addr: Ipv4Addr,
+    pub mac: [u8; 6],
+    /// This node's port on `br0`, in the bridge namespace.
+    pub bridge_port: String,
+}
+
+/// A backend: its node plus what its servers have served.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    pub node: Node,
+    pub servers: ServerCounters,
+}
+
+impl Backend {
+    /// The name its servers answer with (`b1`, `b2`, ...).
+    pub fn name(&self) -> &str {
+        &self.node.role
+    }
+}
+
+/// Options for [`Lab`]; start from [`Lab::builder`].
+#[derive(Clone, Debug)]
+pub struct LabBuilder {
+    backends: usize,
+    lb_nodes: usize,
+    fail_setup: bool,
+}
+
+impl Default for LabBuilder {
+    fn default() -> Self {
+        LabBuilder {
+            backends: 3,
+            lb_nodes: 1,
+            fail_setup: false,
+        }
+    }
+}
+
+impl LabBuilder {
+    /// Number of backends (default 3).
+    pub fn backends(mut self, n: usize) -> Self {
+        self.backends = n;
+        self
+    }
+
+    /// Number of load-balancer nodes (default 1). Only the first holds the VIP; moving it
+    /// between nodes is the job of whatever runs on them.
+    pub fn lb_nodes(mut self, n: usize) -> Self {
+        self.lb_nodes = n;
+        self
+    }
+
+    /// Makes setup fail at its last step, with everything else up: for testing that a
+    /// failed setup cleans up.
+    #[doc(hidden)]
+    pub fn fail_setup_for_test(mut self) -> Self {
+        self.fail_setup = true;
+        self
+    }
+
+    /// Creates the lab. On error, everything created so far is removed again.
+    pub fn build(self) -> Result<Lab> {
+        ensure!(
+            (1..=MAX_BACKENDS).contains(&self.backends),
+            "a lab has 1..={MAX_BACKENDS} backends, not {}",
+            self.backends
+        );
+        ensure!(
+            (1..=MAX_LB_NODES).contains(&self.lb_nodes),
+            "a lab has 1..={MAX_LB_NODES} load-balancer nodes, not {}",
+            self.lb_nodes
+        );
+        let prefix = unique_prefix();
+        let node = |role: String, addr: Ipv4Addr, port: String| Node {
+            ns: format!("{prefix}-{role}"),
+            role,
+            addr,
+            mac: mac_for(addr),
+            bridge_port: port,
+        };
+        let client = node("cl".into(), CLIENT_ADDR, "pcl".into());
+        let lbs = (0..self.lb_nodes)
+            .map(|i| {
+                let suffix = if i == 0 {
+                    String::new()
+                } else {
+                    (i + 1).to_string()
+                };
+                node(
+                    format!("lb{suffix}"),
+                    offset(FIRST_LB_ADDR, i),
+                    format!("plb{suffix}"),
+                )
+            })
+            .collect();
+        let backends = (0..self.backends)
+            .map(|i| Backend {
+                node: node(
+                    format!("b{}", i + 1),
+                    offset(FIRST_BACKEND_ADDR, i),
+                    format!("pb{}", i + 1),
+                ),
+                servers: ServerCounters::default(),
+            })
+            .collect();
+
+        let teardown = Teardown::register();
+        let dir = std::env::temp_dir().join(&prefix);
+        let mut lab = Lab {
+            bridge_ns: format!("{prefix}-br"),
+            prefix,
+            client,
+            lbs,
+            backends,
+            dir,
+            teardown,
+            xdp_pass: Vec::new(),
+        };
+        let prefix = lab.prefix.clone();
+        lab.setup(self.fail_setup)
+            .with_context(|| format!("setting up lab {prefix}"))?;
+        Ok(lab)
+    }
+}
+
+fn offset(base: Ipv4Addr, i: usize) -> Ipv4Addr {
+    let i = u32::try_from(i).expect("node index fits u32");
+    Ipv4Addr::from(u32::from(base) + i)
+}
+
+/// `lbt<pid in hex><counter>`: unique among labs of this process and of any other process
+/// alive at the same time, and short, because every namespace name starts with it.
+fn unique_prefix() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "lbt{:x}{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A running lab. Dropping it stops its servers and processes and deletes its namespaces
+/// and temporary directory.
+pub struct Lab {
+    prefix: String,
+    client: Node,
+    lbs: Vec<Node>,
+    backends: Vec<Backend>,
+    bridge_ns: String,
+    dir: PathBuf,
+    teardown: Arc<Teardown>,
+    // Declared last so it is dropped last: the links go away with the namespaces anyway,
+    // and closing them afterwards is harmless.
+    xdp_pass: Vec<aya::Ebpf>,
+}
+
+impl std::fmt::Debug for Lab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lab")
+            .field("prefix", &self.prefix)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lab {
+    pub fn builder() -> LabBuilder {
+        LabBuilder::default()
+    }
+
+    /// The default lab: one load-balancer node, three backends.
+    pub fn new() -> Result<Lab> {
+        Lab::builder().build()
+    }
+
+    fn setup(&mut self, fail: bool) -> Result<()> {
+        fs::create_dir(&self.dir)
+            .with_context(|| format!("creating lab directory {}", self.dir.display()))?;
+        self.teardown.state().dir = Some(self.dir.clone());
+
+        let mut namespaces = vec![self.bridge_ns.clone()];
+        namespaces.extend(self.nodes().map(|n| n.ns.clone()));
+        for ns in &namespaces {
+            self.teardown.add_namespace(ns)?;
+            // Right away, so no IPv6 frame (DAD, MLD, ND) ever reaches the program and the
+            // counters hold only what the test sent.
+            netns::sysctl(
+                ns,
+                &[
+                    "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1",
+                ],
+            )?;
+        }
+
+        let mut bridge = vec![
+            "link add br0 type bridge mcast_snooping 0".to_owned(),
+            "link set br0 up".to_owned(),
+        ];
+        for n in self.nodes() {
+            bridge.push(format!(
+                "link add {} type veth peer name eth0 address {} netns {}",
+                n.bridge_port,
+                mac_string(n.mac),
+                n.ns
+            ));
+            bridge.push(format!("link set {} master br0 up", n.bridge_port));
+        }
+        netns::ip_batch(&self.bridge_ns, &bridge)?;
+
+        for n in self.nodes() {
+            let mut cmds = vec![
+                "link set lo up".to_owned(),
+                format!("addr add {}/{PREFIX_LEN} dev eth0", n.addr),
+                "link set eth0 up".to_owned(),
+            ];
+            if n.ns == self.lbs[0].ns {
+                cmds.push(format!("addr add {VIP}/32 dev eth0"));
+            }
+            if self.backends.iter().any(|b| b.node.ns == n.ns) {
+                cmds.push(format!("addr add {VIP}/32 dev lo"));
+            }
+            netns::ip_batch(&n.ns, &cmds)?;
+        }
+
+        for b in &self.backends {
+            // Without these a backend answers the client's ARP for the VIP (it holds the
+            // VIP on lo), the client talks to it directly and the balancer sees nothing.
+            netns::sysctl(
+                &b.node.ns,
+                &[
+                    "net.ipv4.conf.all.arp_ignore=1",
+                    "net.ipv4.conf.eth0.arp_ignore=1",
+                    "net.ipv4.conf.all.arp_announce=2",
+                    "net.ipv4.conf.eth0.arp_announce=2",
+                ],
+            )?;
+        }
+
+        // veth offloads the TX checksum; native XDP_TX turns the skb into a bare frame and
+        // the backend would get the unfinished checksum.
+        netns::exec(&self.client.ns, "ethtool", &["-K", "eth0", "tx", "off"])?;
+
+        // Native XDP_TX frames from the balancer are dropped by the peer veth unless the
+        // peer has an XDP program of its own.
+        for lb in &self.lbs {
+            let ebpf = attach_xdp_pass(&self.bridge_ns, &lb.bridge_port)?;
+            self.xdp_pass.push(ebpf);
+        }
+
+        let stop = self.teardown.state().stop.clone();
+        for b in &mut self.backends {
+            let (counters, threads) = servers::start(
+                &b.node.ns,
+                &b.node.role,
+                &[VIP, b.node.addr],
+                SERVICE_PORT,
+                &stop,
+            )?;
+            b.servers = counters;
+            self.teardown.state().threads.extend(threads);
+        }
+
+        let to_client = SocketAddr::from((self.client.addr, 9));
+        for n in self.lbs.iter().chain(self.backends.iter().map(|b| &b.node)) {
+            servers::announce(&n.ns, to_client)?;
+        }
+        ensure!(!fail, "failing on request (fail_setup_for_test)");
+        Ok(())
+    }
+
+    /// All nodes on the bridge: client, load balancers, backends.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        std::iter::once(&self.client)
+            .chain(self.lbs.iter())
+            .chain(self.backends.iter().map(|b| &b.node))
+    }
+
+    /// The prefix every namespace of this lab starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Every namespace this lab created, the bridge's first.
+    pub fn namespaces(&self) -> Vec<String> {
+        std::iter::once(self.bridge_ns.clone())
+            .chain(self.nodes().map(|n| n.ns.clone()))
+            .collect()
+    }
+
+    pub fn bridge_ns(&self) -> &str {
+        &self.bridge_ns
+    }
+
+    pub fn client(&self) -> &Node {
+        &self.client
+    }
+
+    /// The first load-balancer node, the one holding the VIP.
+    pub fn lb(&self) -> &Node {
+        &self.lbs[0]
+    }
+
+    pub fn lb_nodes(&self) -> &[Node] {
+        &self.lbs
+    }
+
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    /// The backend whose servers answer `name`.
+    pub fn backend(&self, name: &str) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.name() == name)
+    }
+
+    /// `VIP:80`.
+    pub fn vip(&self) -> SocketAddr {
+        SocketAddrV4::new(VIP, SERVICE_PORT).into()
+    }
+
+    /// The lab's temporary directory (configs, sockets, logs); removed on drop.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// TCP connections from the client namespace, from kernel-chosen ports; see
+    /// [`client::tcp_requests`].
+    pub fn tcp_requests(
+        &self,
+        addr: SocketAddr,
+        n_conns: usize,
+        requests_per_conn: usize,
+        timeout: Duration,
+    ) -> Vec<Result<String>> {
+        self.tcp_requests_from(
+            addr,
+            SourcePorts::Ephemeral,
+            n_conns,
+            requests_per_conn,
+            timeout,
+        )
+    }
+
+    /// [`Lab::tcp_requests`] with chosen source ports.
+    pub fn tcp_requests_from(
+        &self,
+        addr: SocketAddr,
+        ports: SourcePorts,
+        n_conns: usize,
+        requests_per_conn: usize,
+        timeout: Duration,
+    ) -> Vec<Result<String>> {
+        client::tcp_requests(
+            &self.client.ns,
+            addr,
+            ports,
+            n_conns,
+            requests_per_conn,
+            timeout,
+        )
+    }
+
+    /// UDP flows from the client namespace, from kernel-chosen ports; see
+    /// [`client::udp_requests`].
+    pub fn udp_requests(
+        &self,
+        addr: SocketAddr,
+        n_flows: usize,
+        datagrams_per_flow: usize,
+        timeout: Duration,
+    ) -> Vec<Result<String>> {
+        self.udp_requests_from(
+            addr,
+            SourcePorts::Ephemeral,
+            n_flows,
+            datagrams_per_flow,
+            timeout,
+        )
+    }
+
+    /// [`Lab::udp_requests`] with chosen source ports.
+    pub fn udp_requests_from(
+        &self,
+        addr: SocketAddr,
+        ports: SourcePorts,
+        n_flows: usize,
+        datagrams_per_flow: usize,
+        timeout: Duration,
+    ) -> Vec<Result<String>> {
+        client::udp_requests(
+            &self.client.ns,
+            addr,
+            ports,
+            n_flows,
+            datagrams_per_flow,
+            timeout,
+        )
+    }
+
+    /// Writes `contents` to `name` in the lab directory.
+    pub fn write_file(&self, name: &str, contents: &str) -> Result<PathBuf> {
+        let path = self.dir.join(name);
+        fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Where the agent on load-balancer node `node` listens, per [`Lab::lbd_config`].
+    pub fn control_socket(&self, node: usize) -> PathBuf {
+        self.dir.join(format!("lbd-{}.sock", self.lbs[node].role))
+    }
+
+    /// An agent config for load-balancer node `node`: native XDP on `eth0`, the control
+    /// socket in the lab directory, and VIP:80 over TCP (`web`) and UDP (`web-udp`) to
+    /// every backend with weight 1.
+    pub fn lbd_config(&self, node: usize) -> String {
+        let mut s = format!(
+            "[agent]\n\
+             interface = \"eth0\"\n\
+             xdp_mode = \"native\"\n\
+             hash_seed = 0\n\
+             control_socket = \"{}\"\n",
+            self.control_socket(node).display()
+        );
+        for (name, proto) in [("web", "tcp"), ("web-udp", "udp")] {
+            let _ = write!(
+                s,
+                "\n[[vip]]\n\
+                 name = \"{name}\"\n\
+                 address = \"{VIP}\"\n\
+                 port = {SERVICE_PORT}\n\
+                 protocol = \"{proto}\"\n\
+                 mode = \"dr\"\n"
+            );
+            for b in &self.backends {
+                let _ = write!(
+                    s,
+                    "\n[[vip.backend]]\naddress = \"{}\"\nweight = 1\n",
+                    b.node.addr
+                );
+            }
+        }
+        s
+    }
+
+    /// Writes [`Lab::lbd_config`] for the first node plus `extra` (appended verbatim) to the
+    /// lab directory and returns its path.
+    pub fn write_lbd_config(&self, extra: &str) -> PathBuf {
+        self.write_lbd_config_on(0, extra)
+    }
+
+    /// [`Lab::write_lbd_config`] for load-balancer node `node`.
+    pub fn write_lbd_config_on(&self, node: usize, extra: &str) -> PathBuf {
+        let text = format!("{}\n{extra}", self.lbd_config(node));
+        let name = format!("lbd-{}.toml", self.lbs[node].role);
+        self.write_file(&name, &text)
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// Starts `lbd --config <config>` on the first load-balancer node; see
+    /// [`Lab::start_lbd_on`].
+    pub fn start_lbd(&self, config: &Path) -> Result<LbdGuard<'_>> {
+        self.start_lbd_on(0, config)
+    }
+
+    /// Starts the agent on load-balancer node `node` and waits until it reports its program
+    /// attached. Its output goes to `lbd-<role>.log` in the lab directory.
+    pub fn start_lbd_on(&self, node: usize, config: &Path) -> Result<LbdGuard<'_>> {
+        let n = &self.lbs[node];
+        let log = self.dir.join(format!("lbd-{}.log", n.role));
+        LbdGuard::start(self, &n.ns, config, &log)
+    }
+
+    /// Whether `ifname` in `ns` has an XDP program attached.
+    pub fn xdp_attached(ns: &str, ifname: &str) -> Result<bool> {
+        let out = netns::ip(ns, &["-j", "-d", "link", "show", "dev", ifname])?;
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .with_context(|| format!("parsing `ip -j link` in {ns}: {out}"))?;
+        Ok(v.get(0).and_then(|l| l.get("xdp")).is_some())
+    }
+
+    pub(crate) fn teardown(&self) -> &Arc<Teardown> {
+        &self.teardown
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.teardown.run();
+    }
+}
+
+fn attach_xdp_pass(ns: &str, ifname: &str) -> Result<aya::Ebpf> {
+    netns::run_in(ns, || {
+        let mut ebpf = aya::Ebpf::load(lb_userspace::dataplane::EBPF_OBJECT)
+            .context("loading the eBPF object")?;
+        let prog: &mut aya::programs::Xdp = ebpf
+            .program_mut("xdp_pass")
+            .context("the eBPF object has no program xdp_pass")?
+            .try_into()?;
+        prog.load().context("loading xdp_pass")?;
+        // The ifindex is looked up in this thread's namespace, the bridge's.
+        prog.attach(ifname, aya::programs::XdpMode::Driver)
+            .with_context(|| format!("attaching xdp_pass to {ifname} in {ns}"))?;
+        Ok(ebpf)
+    })
+}
+
+/// What a lab must undo, shared with the global registry so [`teardown_all`] can reach
+/// labs owned by other threads.
+pub(crate) struct Teardown {
+    state: Mutex<TeardownState>,
+}
+
+#[derive(Default)]
+pub(crate) struct TeardownState {
+    done: bool,
+    namespaces: Vec<String>,
+    /// Processes still running inside the lab (the agents).
+    pub(crate) pids: Vec<u32>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    dir: Option<PathBuf>,
+}
+
+static LABS: Mutex<Vec<Weak<Teardown>>> = Mutex::new(Vec::new());
+
+impl Teardown {
+    fn register() -> Arc<Teardown> {
+        let t = Arc::new(Teardown {
+            state: Mutex::new(TeardownState::default()),
+        });
+        let mut labs = LABS.lock().unwrap_or_else(|p| p.into_inner());
+        labs.retain(|w| w.strong_count() > 0);
+        labs.push(Arc::downgrade(&t));
+        t
+    }
+
+    /// Creates namespace `ns` under the lock, so a concurrent [`teardown_all`] either sees
+    /// and deletes it or has already run, and then it is not created.
+    fn add_namespace(&self, ns: &str) -> Result<()> {
+        let mut st = self.state();
+        ensure!(!st.done, "lab was torn down during setup");
+        netns::add(ns)?;
+        st.namespaces.push(ns.to_owned());
+        Ok(())
+    }
+
+    /// Registers an agent's PID for teardown; kills it at once if teardown already ran.
+    pub(crate) fn add_pid(&self, pid: u32) {
+        let mut st = self.state();
+        if st.done {
+            drop(st);
+            terminate(pid, Duration::from_secs(3));
+        } else {
+            st.pids.push(pid);
+        }
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, TeardownState> {
+        // A panic while holding the lock must not stop the cleanup.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Idempotent; errors are printed, not returned, so one stuck step does not leave the
+    /// rest behind.
+    fn run(&self) {
+        let mut st = self.state();
+        if st.done {
+            return;
+        }
+        st.done = true;
+        for pid in std::mem::take(&mut st.pids) {
+            terminate(pid, Duration::from_secs(3));
+        }
+        st.stop.store(true, Ordering::Relaxed);
+        for t in std::mem::take(&mut st.threads) {
+            let _ = t.join();
+        }
+        for ns in std::mem::take(&mut st.namespaces) {
+            if let Err(e) = netns::del(&ns) {
+                eprintln!("lab teardown: {e:#}");
+            }
+        }
+        if let Some(dir) = st.dir.take() {
+            if let Err(e) = fs::remove_dir_all(&dir) {
+                eprintln!("lab teardown: removing {}: {e}", dir.display());
+            }
+        }
+    }
+}
+
+/// Tears down every lab of this process that is still alive, from any thread; for signal
+/// handlers (Ctrl-C in the demo). The labs' owners find them already gone.
+pub fn teardown_all() {
+    let labs: Vec<_> = LABS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for t in labs {
+        t.run();
+    }
+}
+
+/// SIGTERM, then SIGKILL if `pid` still runs after `grace`. Only for PIDs of unreaped
+/// children, which the kernel cannot hand to another process.
+pub(crate) fn terminate(pid: u32, grace: Duration) {
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(raw, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while running(pid) {
+        if Instant::now() >= deadline {
+            // SAFETY: as above.
+            unsafe { libc::kill(raw, libc::SIGKILL) };
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn running(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may contain spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}
+
+/// Which of `names` still exist as namespaces.
+pub fn leftover_namespaces(names: &[String]) -> Result<Vec<String>> {
+    Ok(netns::list()?
+        .into_iter()
+        .filter(|n| names.contains(n))
+        .collect())
+}
