@@ -213,3 +213,16 @@ fn same_backend(seen: Option<String>, answer: &str, ctx: &dyn Fn() -> String) ->
 fn fail_all(n: usize, e: &anyhow::Error) -> Vec<Result<String>> {
     (0..n).map(|_| Err(anyhow!("{e:#}"))).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_source_ports_count_up_and_stop_at_65535() {
+        assert_eq!(SourcePorts::Ephemeral.port(7).unwrap(), 0);
+        assert_eq!(SourcePorts::From(40_000).port(0).unwrap(), 40_000);
+        assert_eq!(SourcePorts::From(40_000).port(299).unwrap(), 40_299);
+        assert!(SourcePorts::From(65_000).port(536).is_err());
+    }
+}

@@ -496,33 +496,8 @@ impl Lab {
     /// socket in the lab directory, and VIP:80 over TCP (`web`) and UDP (`web-udp`) to
     /// every backend with weight 1.
     pub fn lbd_config(&self, node: usize) -> String {
-        let mut s = format!(
-            "[agent]\n\
-             interface = \"eth0\"\n\
-             xdp_mode = \"native\"\n\
-             hash_seed = 0\n\
-             control_socket = \"{}\"\n",
-            self.control_socket(node).display()
-        );
-        for (name, proto) in [("web", "tcp"), ("web-udp", "udp")] {
-            let _ = write!(
-                s,
-                "\n[[vip]]\n\
-                 name = \"{name}\"\n\
-                 address = \"{VIP}\"\n\
-                 port = {SERVICE_PORT}\n\
-                 protocol = \"{proto}\"\n\
-                 mode = \"dr\"\n"
-            );
-            for b in &self.backends {
-                let _ = write!(
-                    s,
-                    "\n[[vip.backend]]\naddress = \"{}\"\nweight = 1\n",
-                    b.node.addr
-                );
-            }
-        }
-        s
+        let backends: Vec<_> = self.backends.iter().map(|b| b.node.addr).collect();
+        render_lbd_config(&self.control_socket(node), &backends)
     }
 
     /// Writes [`Lab::lbd_config`] for the first node plus `extra` (appended verbatim) to the
@@ -570,6 +545,32 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.teardown.run();
     }
+}
+
+fn render_lbd_config(control_socket: &Path, backends: &[Ipv4Addr]) -> String {
+    let mut s = format!(
+        "[agent]\n\
+         interface = \"eth0\"\n\
+         xdp_mode = \"native\"\n\
+         hash_seed = 0\n\
+         control_socket = \"{}\"\n",
+        control_socket.display()
+    );
+    for (name, proto) in [("web", "tcp"), ("web-udp", "udp")] {
+        let _ = write!(
+            s,
+            "\n[[vip]]\n\
+             name = \"{name}\"\n\
+             address = \"{VIP}\"\n\
+             port = {SERVICE_PORT}\n\
+             protocol = \"{proto}\"\n\
+             mode = \"dr\"\n"
+        );
+        for b in backends {
+            let _ = write!(s, "\n[[vip.backend]]\naddress = \"{b}\"\nweight = 1\n");
+        }
+    }
+    s
 }
 
 fn attach_xdp_pass(ns: &str, ifname: &str) -> Result<aya::Ebpf> {
@@ -723,4 +724,41 @@ pub fn leftover_namespaces(names: &[String]) -> Result<Vec<String>> {
         .into_iter()
         .filter(|n| names.contains(n))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_read_like_the_last_octet() {
+        assert_eq!(mac_string(mac_for(FIRST_BACKEND_ADDR)), "02:99:00:00:00:21");
+        assert_eq!(mac_string(mac_for(FIRST_LB_ADDR)), "02:99:00:00:00:10");
+        assert_eq!(mac_string(mac_for(CLIENT_ADDR)), "02:99:00:00:00:64");
+    }
+
+    #[test]
+    fn prefixes_are_unique_and_short() {
+        let (a, b) = (unique_prefix(), unique_prefix());
+        assert_ne!(a, b);
+        // Room for `-<role>` within a readable name; the namespace name itself has no
+        // length limit, but it shows up in every error message.
+        assert!(a.len() <= 12, "{a}");
+    }
+
+    #[test]
+    fn the_generated_agent_config_is_valid_for_the_agent() {
+        let backends = [FIRST_BACKEND_ADDR, offset(FIRST_BACKEND_ADDR, 1)];
+        let text = render_lbd_config(Path::new("/tmp/x/lbd.sock"), &backends);
+        let config = lb_userspace::config::parse(&text).unwrap_or_else(|d| panic!("{d:?}\n{text}"));
+        assert_eq!(config.agent.interface, "eth0");
+        assert_eq!(config.agent.control_socket, Path::new("/tmp/x/lbd.sock"));
+        assert_eq!(config.vips.len(), 2);
+        for v in &config.vips {
+            assert_eq!(v.address, std::net::IpAddr::V4(VIP));
+            assert_eq!(v.port, SERVICE_PORT);
+            let addrs: Vec<_> = v.backends.iter().map(|b| b.address).collect();
+            assert_eq!(addrs, backends.map(std::net::IpAddr::V4));
+        }
+    }
 }
