@@ -164,6 +164,32 @@ fn lab_connects_the_client_to_every_backend_directly() {
 }
 
 #[test]
+fn a_lab_can_have_a_second_balancer_node() {
+    if !require_root("a_lab_can_have_a_second_balancer_node") {
+        return;
+    }
+    let lab = Lab::builder()
+        .backends(2)
+        .lb_nodes(2)
+        .build()
+        .expect("lab setup");
+    let lb2 = &lab.lb_nodes()[1];
+    assert_eq!(
+        (lb2.role.as_str(), lb2.addr.to_string()),
+        ("lb2", "10.99.0.11".into())
+    );
+    assert!(
+        Lab::xdp_attached(lab.bridge_ns(), &lb2.bridge_port).unwrap(),
+        "xdp_pass on {}",
+        lb2.bridge_port
+    );
+    // It is on the LAN: it reaches a backend's own address.
+    let b1 = SocketAddr::from((lab.backends()[0].node.addr, lab::SERVICE_PORT));
+    let answer = lb_tests::client::tcp_requests(&lb2.ns, b1, SourcePorts::Ephemeral, 1, 1, TIMEOUT);
+    assert_eq!(answer[0].as_ref().expect("lb2 to b1"), "b1");
+}
+
+#[test]
 fn two_labs_run_at_once() {
     if !require_root("two_labs_run_at_once") {
         return;
