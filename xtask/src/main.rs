@@ -40,7 +40,7 @@ enum Task {
     /// Run setup, then rustfmt, clippy (userspace and eBPF), build lbd/lbctl and run all tests
     ///
     /// Stops at the first failing step. Tests find the binaries through LB_BIN_DIR.
-    /// Example: `cargo xtask test -- -p lb-common -- --nocapture`.
+    /// Example: `cargo xtask test -- config -- --nocapture` (test-name filter, harness flag).
     Test {
         /// Extra arguments for `cargo test`, after `--`
         #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
