@@ -36,7 +36,10 @@ enum Bench {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.out)?;
-    match args.bench.unwrap_or(Bench::Xdp { repeat: 1_000_000, rounds: 7 }) {
+    match args.bench.unwrap_or(Bench::Xdp {
+        repeat: 1_000_000,
+        rounds: 7,
+    }) {
         Bench::Xdp { repeat, rounds } => xdp::run(&args.out, repeat, rounds),
     }
 }

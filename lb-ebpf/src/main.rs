@@ -7,7 +7,7 @@ mod maps;
 mod parse;
 mod stats;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{macros::xdp, programs::XdpContext};
 use lb_common::{
     backend::{BACKEND_F_MAC_VALID, BACKEND_F_PRESENT, NO_BACKEND},
     flow::flow_hash,
@@ -39,12 +39,12 @@ fn balance(ctx: &XdpContext, bytes: u64) -> Reason {
     };
     // SAFETY: VIPS entries are only replaced whole by the agent; a racing update yields
     // the old or the new VIP, both valid.
-    let Some(vip) = (unsafe { VIPS.get(&key) }) else {
+    let Some(vip) = (unsafe { VIPS.get(key) }) else {
         return Reason::PassNotVip;
     };
     let ifindex = ctx.ingress_ifindex() as u32;
     // SAFETY: as above.
-    let Some(iface) = (unsafe { IFACES.get(&ifindex) }) else {
+    let Some(iface) = (unsafe { IFACES.get(ifindex) }) else {
         return Reason::PassUnknownIface;
     };
     stats::count_vip(vip.id, bytes);
@@ -74,28 +74,6 @@ fn balance(ctx: &XdpContext, bytes: u64) -> Reason {
     }
     stats::count_backend(backend_id, bytes);
     Reason::ForwardedDr
-}
-
-/// A program that passes everything: attached to the far side of a veth so native
-/// XDP_TX frames are accepted there (see docs/lab.md).
-#[xdp]
-pub fn xdp_pass(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
-}
-
-/// Baseline for benchmarks: bounce every frame with swapped MACs, the least an
-/// XDP_TX program can do.
-#[xdp]
-pub fn xdp_tx_baseline(ctx: XdpContext) -> u32 {
-    if let Some(eth) = parse::ptr_at::<[[u8; 6]; 2]>(&ctx, 0) {
-        // SAFETY: bounds checked by ptr_at.
-        unsafe {
-            let [d, s] = *eth;
-            *eth = [s, d];
-        }
-        return xdp_action::XDP_TX;
-    }
-    xdp_action::XDP_PASS
 }
 
 #[cfg(not(test))]

@@ -23,6 +23,10 @@ use crate::config::XdpMode;
 /// The compiled XDP object (built by build.rs from the `lb-ebpf` crate).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
 
+/// Helper programs (`xdp_pass`, `xdp_tx_baseline`) in an object without maps.
+pub static HELPERS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/helpers"));
+
 /// The balancing program's name in the object.
 pub const PROGRAM: &str = "xdp_lb";
 

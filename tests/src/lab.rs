@@ -575,7 +575,7 @@ fn render_lbd_config(control_socket: &Path, backends: &[Ipv4Addr]) -> String {
 
 fn attach_xdp_pass(ns: &str, ifname: &str) -> Result<aya::Ebpf> {
     netns::run_in(ns, || {
-        let mut ebpf = aya::Ebpf::load(lb_userspace::dataplane::EBPF_OBJECT)
+        let mut ebpf = aya::Ebpf::load(lb_userspace::dataplane::HELPERS_OBJECT)
             .context("loading the eBPF object")?;
         let prog: &mut aya::programs::Xdp = ebpf
             .program_mut("xdp_pass")

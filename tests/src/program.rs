@@ -49,7 +49,7 @@ fn vip_key(port: u16, proto: u8) -> VipKey {
 }
 
 impl Harness {
-    pub fn new() -> Harness {
+    pub fn load() -> Harness {
         let mut dp = Dataplane::load(4 * TABLE_SIZE).expect("load the XDP program");
         dp.set_settings(Settings {
             hash_seed: SEED,

@@ -24,7 +24,7 @@ macro_rules! harness {
         if !lb_tests::require_root(module_path!()) {
             return;
         }
-        Harness::new()
+        Harness::load()
     }};
 }
 

@@ -128,11 +128,8 @@ fn mutate(rng: &mut SmallRng, mut f: Vec<u8>) -> Vec<u8> {
                 f.truncate(keep);
             }
             3 => f.extend((0..rng.gen_range(1..40)).map(|_| rng.gen::<u8>())),
-            4 => {
-                if f.len() > 15 {
-                    f[14] = 0x40 | rng.gen_range(0..16);
-                }
-            }
+            // An IPv4 version nibble with any header length.
+            4 if f.len() > 15 => f[14] = 0x40 | rng.gen_range(0..16),
             _ => {}
         }
     }
@@ -153,7 +150,7 @@ fn random_and_mutated_frames_are_passed_untouched_or_forwarded_only_to_their_bac
         .unwrap_or(0x1b_5eed_u64);
     eprintln!("seed {seed} (set LB_RANDOM_SEED to replay)");
     let mut rng = SmallRng::seed_from_u64(seed);
-    let mut h = Harness::new();
+    let mut h = Harness::load();
     let before: u64 =
         h.dp.reason_counters()
             .unwrap()
