@@ -138,10 +138,8 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
                 let _ = reply.send(agent.handle(&command));
             }
             Some(event) = neighbour_events.next() => {
-                if let NeighbourEvent::Updated(n) = event {
-                    if n.ifindex == agent.ifindex() {
-                        if let Err(e) = agent.on_neighbour(n.ip, n.mac) { break Err(e); }
-                    }
+                if let Err(e) = on_neighbour_event(&netlink, &mut agent, event).await {
+                    break Err(e);
                 }
             }
             _ = refresh.tick() => {
@@ -154,6 +152,29 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket_path);
     agent.detach()?;
     outcome
+}
+
+/// Applies a neighbour table change. A backend the kernel forgot (garbage collection, a
+/// flush) is asked for again at once; the map keeps its last MAC meanwhile.
+async fn on_neighbour_event(
+    netlink: &Netlink,
+    agent: &mut Agent,
+    event: NeighbourEvent,
+) -> anyhow::Result<()> {
+    match event {
+        NeighbourEvent::Updated(n) if n.ifindex == agent.ifindex() => {
+            agent.on_neighbour(n.ip, n.mac)
+        }
+        NeighbourEvent::Deleted { ifindex, ip }
+            if ifindex == agent.ifindex() && agent.backend_addresses().contains(&ip) =>
+        {
+            if let Err(e) = netlink.resolve(ifindex, ip).await {
+                warn!("{e:#}");
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Pokes every backend and waits until all are resolved or `RESOLVE_WAIT` passes.
