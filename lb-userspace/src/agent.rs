@@ -10,7 +10,10 @@ use tracing::{info, warn};
 
 use crate::{
     config::Config,
-    control::{BackendStats, Command, ReasonStats, Response, StatsReport, StatusReport, VipStats},
+    control::{
+        BackendStats, Command, ReasonStats, Response, StatsReport, StatusReport, VerdictStats,
+        VipStats,
+    },
     dataplane::Dataplane,
     net::{format_mac, Link},
     plan::{self, VipPlan},
@@ -193,9 +196,23 @@ impl Agent {
                 backends,
             });
         }
-        let reasons = self
-            .dp
-            .reason_counters()?
+        let counters = self.dp.reason_counters()?;
+        let mut verdicts: Vec<VerdictStats> = Vec::new();
+        for (r, c) in &counters {
+            let name = format!("{:?}", r.verdict()).to_lowercase();
+            match verdicts.iter_mut().find(|v| v.verdict == name) {
+                Some(v) => {
+                    v.packets += c.packets;
+                    v.bytes += c.bytes;
+                }
+                None => verdicts.push(VerdictStats {
+                    verdict: name,
+                    packets: c.packets,
+                    bytes: c.bytes,
+                }),
+            }
+        }
+        let reasons = counters
             .into_iter()
             .map(|(r, c)| ReasonStats {
                 reason: r.name().to_owned(),
@@ -205,6 +222,10 @@ impl Agent {
                 bytes: c.bytes,
             })
             .collect();
-        Ok(StatsReport { vips, reasons })
+        Ok(StatsReport {
+            vips,
+            verdicts,
+            reasons,
+        })
     }
 }

@@ -94,7 +94,16 @@ pub struct StatusReport {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct StatsReport {
     pub vips: Vec<VipStats>,
+    /// Totals per XDP verdict (`tx`, `pass`, `drop`), summed over their reasons.
+    pub verdicts: Vec<VerdictStats>,
     pub reasons: Vec<ReasonStats>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VerdictStats {
+    pub verdict: String,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
