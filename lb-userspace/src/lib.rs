@@ -8,6 +8,8 @@ pub mod agent;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod health;
 pub mod net;
 pub mod plan;
 pub mod table;
+pub mod vrrp;

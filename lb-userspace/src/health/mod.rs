@@ -1,0 +1,1 @@
+//! Health checks: `scheduler` (sans-IO rise/fall state and timing), `check` (the checkers that do IO).

@@ -1,0 +1,1 @@
+//! VRRP (RFC 5798 v3, RFC 3768 v2): `wire` (packet codec), `machine` (sans-IO state machine).
