@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod health;
+pub mod maglev;
 pub mod net;
 pub mod plan;
 pub mod table;
