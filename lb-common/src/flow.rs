@@ -17,6 +17,22 @@ pub struct FlowKey {
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 
+/// Default number of entries of the `FLOWS` LRU table (the agent may size it at load).
+pub const DEFAULT_FLOW_CAPACITY: u32 = 1 << 18;
+
+/// Value of `FLOWS`: which backend an established flow is pinned to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowEntry {
+    pub backend_id: u32,
+    /// The VIP the flow was balanced for; an entry left by a removed VIP whose id was
+    /// reused must not steer the new VIP's traffic.
+    pub vip_id: u32,
+    /// `bpf_ktime_get_ns()` of the flow's last packet.
+    pub last_seen_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<FlowEntry>() == 16);
+
 #[inline(always)]
 fn mix(h: u32, word: u32) -> u32 {
     let k = word

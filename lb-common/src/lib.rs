@@ -29,6 +29,7 @@ impl_pod!(
     vip::VipInfo,
     backend::Backend,
     flow::FlowKey,
+    flow::FlowEntry,
     iface::IfaceInfo,
     settings::Settings,
     stats::Counter,

@@ -22,6 +22,11 @@ const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 /// Forwarding mode of a VIP (`VipInfo::mode`).
 pub const MODE_DR: u32 = 0;
 
+/// `VipInfo::flags`: hash and pin on the client address only, so every connection of a
+/// client reaches the same backend while its flow entry lives (keepalived's
+/// `persistence_timeout`).
+pub const VIP_F_SOURCE_AFFINITY: u32 = 1 << 0;
+
 /// Value of `VIPS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -34,5 +39,7 @@ pub struct VipInfo {
     pub table_offset: u32,
     /// Number of slots; 0 means "no table yet" (packets are dropped as no-backend).
     pub table_size: u32,
+    /// `VIP_F_*` bits.
+    pub flags: u32,
 }
-const _: () = assert!(core::mem::size_of::<VipInfo>() == 16);
+const _: () = assert!(core::mem::size_of::<VipInfo>() == 20);

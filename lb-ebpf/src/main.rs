@@ -1,21 +1,22 @@
-//! The XDP load balancer: parse → VIP → backend → rewrite → count → verdict.
+//! The XDP load balancer: parse → VIP → flow / lookup table → backend → rewrite → count →
+//! verdict.
 #![no_std]
 #![no_main]
 
 mod dr;
+mod flow;
 mod maps;
 mod parse;
 mod stats;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use lb_common::{
-    backend::{BACKEND_F_MAC_VALID, BACKEND_F_PRESENT, NO_BACKEND},
-    flow::flow_hash,
+    backend::{BACKEND_F_MAC_VALID, BACKEND_F_PRESENT},
     stats::Reason,
     vip::VipKey,
 };
 
-use maps::{BACKENDS, BACKEND_TABLE, IFACES, SETTINGS, VIPS};
+use maps::{BACKENDS, IFACES, VIPS};
 
 #[xdp]
 pub fn xdp_lb(ctx: XdpContext) -> u32 {
@@ -49,16 +50,8 @@ fn balance(ctx: &XdpContext, bytes: u64) -> Reason {
     };
     stats::count_vip(vip.id, bytes);
 
-    if vip.table_size == 0 {
+    let Some(backend_id) = flow::backend_for(&pkt, vip) else {
         return Reason::DropNoBackend;
-    }
-    let seed = SETTINGS.get(0).map(|s| s.hash_seed).unwrap_or(0);
-    let slot = vip
-        .table_offset
-        .wrapping_add(flow_hash(&pkt.flow, seed) % vip.table_size);
-    let backend_id = match BACKEND_TABLE.get(slot) {
-        Some(&id) if id != NO_BACKEND => id,
-        _ => return Reason::DropNoBackend,
     };
     let Some(backend) = BACKENDS.get(backend_id) else {
         return Reason::DropNoBackend;

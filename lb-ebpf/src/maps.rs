@@ -3,10 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
     backend::{Backend, DEFAULT_TABLE_CAPACITY, MAX_BACKENDS},
+    flow::{FlowEntry, FlowKey, DEFAULT_FLOW_CAPACITY},
     iface::{IfaceInfo, MAX_IFACES},
     settings::Settings,
     stats::{Counter, Reason},
@@ -20,6 +21,16 @@ pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS, 
 /// may resize this map at load time.
 #[map]
 pub static BACKEND_TABLE: Array<u32> = Array::with_max_entries(DEFAULT_TABLE_CAPACITY, 0);
+
+/// Established flows → their backend. One LRU shared by all CPUs rather than per-CPU
+/// tables: a flow whose packets land on another CPU (RSS rehash, generic XDP, veth) must
+/// still find its entry, or a backend change would move it. The cost difference is
+/// measured in bench/README.md. When full, the least recently used flow is evicted; its
+/// next packet is re-hashed through the lookup table, which gives the same backend unless
+/// the backend set changed in between.
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, FlowEntry> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, 0);
 
 #[map]
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);

@@ -54,9 +54,22 @@ fn raw32(ctx: &XdpContext, offset: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(unsafe { *p }))
 }
 
+pub const TCP_FLAG_SYN: u8 = 0x02;
+pub const TCP_FLAG_ACK: u8 = 0x10;
+
 /// A TCP or UDP over IPv4 packet, ready for the VIP lookup.
 pub struct Parsed {
     pub flow: FlowKey,
+    /// TCP flags byte; 0 for UDP.
+    pub tcp_flags: u8,
+}
+
+impl Parsed {
+    /// A connection-opening SYN (without ACK).
+    #[inline(always)]
+    pub fn is_syn(&self) -> bool {
+        self.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN
+    }
 }
 
 /// Parses Ethernet (with at most one VLAN tag), IPv4 (with options) and the TCP or UDP
@@ -109,6 +122,11 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
     let l4 = l3 + ihl;
     let sport = be16(ctx, l4).ok_or(Reason::PassMalformed)?;
     let dport = be16(ctx, l4 + 2).ok_or(Reason::PassMalformed)?;
+    let tcp_flags = if proto == IPPROTO_TCP {
+        byte(ctx, l4 + 13).ok_or(Reason::PassMalformed)?
+    } else {
+        0
+    };
 
     Ok(Parsed {
         flow: FlowKey {
@@ -119,5 +137,6 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
             proto,
             _pad: [0; 3],
         },
+        tcp_flags,
     })
 }

@@ -1,79 +1,111 @@
-//! The agent core: the one owner of state. It holds the validated config, what it knows of
-//! each backend (its resolved MAC), and the data plane, and it answers control requests.
-//! Events (neighbour changes, control requests) come in from the IO loop in `lbd`.
+//! The agent core: the one owner of state. It holds the effective config, where each VIP
+//! and backend lives in the maps, what it knows of backend MACs, and the data plane, and
+//! it turns events (a new config, a neighbour change, a control request) into the
+//! smallest set of map writes.
 
-use std::{net::IpAddr, time::Instant};
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    time::Instant,
+};
 
-use anyhow::Context as _;
-use lb_common::settings::Settings;
+use anyhow::{anyhow, bail, Context as _};
+use lb_common::{
+    addr,
+    backend::{Backend, BACKEND_F_MAC_VALID, BACKEND_F_PRESENT, MAX_BACKENDS, NO_BACKEND},
+    settings::Settings,
+    vip::{VipInfo, VipKey, MAX_VIPS, MODE_DR, VIP_F_SOURCE_AFFINITY},
+};
+use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::{
-    config::Config,
+    config::{AgentConfig, Config, ForwardingMode, Protocol, VipConfig},
     control::{
         BackendStats, Command, ReasonStats, Response, StatsReport, StatusReport, VerdictStats,
         VipStats,
     },
     dataplane::Dataplane,
+    layout::{IdPool, SlotPool},
+    maglev::{self, BackendKey},
     net::{format_mac, Link},
-    plan::{self, VipPlan},
 };
 
-/// A backend as the agent tracks it.
+/// A VIP as it lives in the maps.
 #[derive(Clone, Debug)]
-struct BackendState {
-    id: u32,
-    vip: usize,
-    address: IpAddr,
-    weight: u32,
-    mac: Option<[u8; 6]>,
+struct VipState {
+    config: VipConfig,
+    key: VipKey,
+    info: VipInfo,
+    /// Parallel to `config.backends`.
+    backend_ids: Vec<u32>,
+}
+
+impl VipState {
+    fn identity(&self) -> (IpAddr, u16, Protocol) {
+        identity(&self.config)
+    }
+}
+
+fn identity(v: &VipConfig) -> (IpAddr, u16, Protocol) {
+    (v.address, v.port, v.protocol)
+}
+
+/// What a config change did, for logs and the reply to `reload`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ApplySummary {
+    pub vips_added: usize,
+    pub vips_removed: usize,
+    pub vips_changed: usize,
+    pub backends_added: usize,
+    pub backends_removed: usize,
+    /// Lookup-table slots rewritten (only slots whose backend changed are written).
+    pub slots_written: usize,
+}
+
+/// Map placement planned for a config before anything is written.
+struct Placement {
+    vip_ids: IdPool,
+    backend_ids: IdPool,
+    slots: SlotPool,
+    /// Parallel to the new config's VIPs.
+    vips: Vec<VipState>,
 }
 
 pub struct Agent {
     config: Config,
     link: Link,
     dp: Dataplane,
-    vips: Vec<VipPlan>,
-    backends: Vec<BackendState>,
+    vips: Vec<VipState>,
+    vip_ids: IdPool,
+    backend_ids: IdPool,
+    slots: SlotPool,
+    macs: HashMap<IpAddr, [u8; 6]>,
     started: Instant,
 }
 
 impl Agent {
     /// Programs every map from `config` (the program is not attached yet).
     pub fn new(config: Config, link: Link, mut dp: Dataplane) -> anyhow::Result<Agent> {
-        dp.set_settings(Settings {
-            hash_seed: config.agent.hash_seed,
-            _reserved: 0,
-        })?;
         dp.set_iface(link.index, link.mac)?;
-        let vips = plan::vips(&config);
-        let mut backends = Vec::new();
-        for vp in &vips {
-            let vip = &config.vips[vp.index];
-            for (b, &id) in vip.backends.iter().zip(&vp.backend_ids) {
-                dp.set_backend(id, plan::backend_entry(b.address, vip.port, None))?;
-                backends.push(BackendState {
-                    id,
-                    vip: vp.index,
-                    address: b.address,
-                    weight: b.weight,
-                    mac: None,
-                });
-            }
-            dp.write_table(vp.info.table_offset, &vp.table)?;
-            dp.set_vip(vp.key, vp.info)
-                .with_context(|| format!("adding VIP {}", vip.name))?;
-            info!(vip = %vip.name, address = %vip.address, port = vip.port, protocol = %vip.protocol,
-                  backends = vip.backends.len(), table_size = vp.info.table_size, "VIP configured");
-        }
-        Ok(Agent {
-            config,
+        let empty = Config {
+            agent: config.agent.clone(),
+            vips: Vec::new(),
+        };
+        let mut agent = Agent {
+            vip_ids: IdPool::new(MAX_VIPS),
+            backend_ids: IdPool::new(MAX_BACKENDS),
+            slots: SlotPool::new(config.agent.table_capacity),
+            config: empty,
             link,
             dp,
-            vips,
-            backends,
+            vips: Vec::new(),
+            macs: HashMap::new(),
             started: Instant::now(),
-        })
+        };
+        agent.write_settings()?;
+        agent.apply(config)?;
+        Ok(agent)
     }
 
     pub fn config(&self) -> &Config {
@@ -84,22 +116,235 @@ impl Agent {
         self.link.index
     }
 
+    /// Makes `new` the effective config, writing only what differs. Everything is planned
+    /// first: if the new config cannot be applied, nothing changes.
+    pub fn apply(&mut self, new: Config) -> anyhow::Result<ApplySummary> {
+        check_live_agent_keys(&self.config.agent, &new.agent)?;
+        let plan = self.place(&new)?;
+        let mut summary = ApplySummary::default();
+
+        if new.agent.hash_seed != self.config.agent.hash_seed
+            || new.agent.tcp_idle_timeout != self.config.agent.tcp_idle_timeout
+            || new.agent.udp_idle_timeout != self.config.agent.udp_idle_timeout
+        {
+            if new.agent.hash_seed != self.config.agent.hash_seed && !self.vips.is_empty() {
+                warn!("agent.hash_seed changed: new flows are spread differently; established flows keep their backends");
+            }
+            self.config.agent = new.agent.clone();
+            self.write_settings()?;
+        }
+
+        let old: HashMap<_, VipState> = self.vips.drain(..).map(|v| (v.identity(), v)).collect();
+        // Additions and changes first (new backends, then tables, then VIP entries), so the
+        // program never reads a slot naming a backend that is not there yet.
+        for v in &plan.vips {
+            let before = old.get(&v.identity());
+            let old_ids: HashSet<u32> = before
+                .map(|b| b.backend_ids.iter().copied().collect())
+                .unwrap_or_default();
+            for (b, &id) in v.config.backends.iter().zip(&v.backend_ids) {
+                if !old_ids.contains(&id) {
+                    self.dp.reset_backend_counter(id)?;
+                    summary.backends_added += 1;
+                }
+                self.dp
+                    .set_backend(id, self.backend_entry(b.address, v.config.port))?;
+            }
+            let table = maglev_table(v, new.agent.hash_seed);
+            summary.slots_written += self.dp.write_table(v.info.table_offset, &table)?;
+            match before {
+                None => {
+                    self.dp.reset_vip_counter(v.info.id)?;
+                    summary.vips_added += 1;
+                    info!(vip = %v.config.name, address = %v.config.address, port = v.config.port, protocol = %v.config.protocol,
+                          backends = v.config.backends.len(), table_size = v.info.table_size, "VIP added");
+                }
+                Some(b) if b.config != v.config => {
+                    summary.vips_changed += 1;
+                    info!(vip = %v.config.name, backends = v.config.backends.len(), "VIP changed");
+                }
+                Some(_) => {}
+            }
+            if before.map(|b| b.info) != Some(v.info) {
+                self.dp
+                    .set_vip(v.key, v.info)
+                    .with_context(|| format!("adding VIP {}", v.config.name))?;
+            }
+        }
+        // Then removals: VIP entries, then the backends no table names any more.
+        let kept: HashSet<u32> = plan
+            .vips
+            .iter()
+            .flat_map(|v| v.backend_ids.iter().copied())
+            .collect();
+        let new_identities: HashSet<_> = plan.vips.iter().map(|v| v.identity()).collect();
+        for (ident, v) in &old {
+            if !new_identities.contains(ident) {
+                self.dp.remove_vip(&v.key)?;
+                summary.vips_removed += 1;
+                info!(vip = %v.config.name, "VIP removed");
+            }
+            for (b, &id) in v.config.backends.iter().zip(&v.backend_ids) {
+                if !kept.contains(&id) {
+                    // Flows pinned to this id find it absent and are re-hashed.
+                    self.dp.set_backend(id, Backend::default())?;
+                    summary.backends_removed += 1;
+                    info!(vip = %v.config.name, backend = %b.address, "backend removed");
+                }
+            }
+        }
+
+        self.vips = plan.vips;
+        self.vip_ids = plan.vip_ids;
+        self.backend_ids = plan.backend_ids;
+        self.slots = plan.slots;
+        self.config = new;
+        Ok(summary)
+    }
+
+    /// Plans ids and table ranges for `new`, keeping those of VIPs and backends that stay.
+    fn place(&self, new: &Config) -> anyhow::Result<Placement> {
+        let mut vip_ids = self.vip_ids.clone();
+        let mut backend_ids = self.backend_ids.clone();
+        let mut slots = self.slots.clone();
+        let old: HashMap<_, &VipState> = self.vips.iter().map(|v| (v.identity(), v)).collect();
+        let new_identities: HashSet<_> = new.vips.iter().map(identity).collect();
+        // Release what goes away first, so a same-size replacement fits. Released ids are
+        // reused last (FIFO), so they stay unused as long as possible.
+        for v in self
+            .vips
+            .iter()
+            .filter(|v| !new_identities.contains(&v.identity()))
+        {
+            vip_ids.release(v.info.id);
+            slots.release(v.info.table_offset, v.info.table_size);
+            v.backend_ids.iter().for_each(|&id| backend_ids.release(id));
+        }
+        let mut vips = Vec::with_capacity(new.vips.len());
+        for cfg in &new.vips {
+            let before = old.get(&identity(cfg));
+            let old_backends: HashMap<IpAddr, u32> = before
+                .map(|b| {
+                    b.config
+                        .backends
+                        .iter()
+                        .map(|x| x.address)
+                        .zip(b.backend_ids.iter().copied())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let new_addresses: HashSet<IpAddr> = cfg.backends.iter().map(|b| b.address).collect();
+            for (&address, &id) in &old_backends {
+                if !new_addresses.contains(&address) {
+                    backend_ids.release(id);
+                }
+            }
+            let mut ids = Vec::with_capacity(cfg.backends.len());
+            for b in &cfg.backends {
+                let id = match old_backends.get(&b.address) {
+                    Some(&id) => id,
+                    None => backend_ids.alloc().ok_or_else(|| {
+                        anyhow!("no backend id left (at most {MAX_BACKENDS} backends)")
+                    })?,
+                };
+                ids.push(id);
+            }
+            let (id, table_offset) = match before {
+                Some(b) if b.info.table_size == cfg.table_size => (b.info.id, b.info.table_offset),
+                Some(b) => {
+                    let offset = slots
+                        .alloc(cfg.table_size)
+                        .ok_or_else(|| no_room(cfg, &new.agent))?;
+                    slots.release(b.info.table_offset, b.info.table_size);
+                    (b.info.id, offset)
+                }
+                None => {
+                    let id = vip_ids
+                        .alloc()
+                        .ok_or_else(|| anyhow!("no VIP id left (at most {MAX_VIPS} VIPs)"))?;
+                    let offset = slots
+                        .alloc(cfg.table_size)
+                        .ok_or_else(|| no_room(cfg, &new.agent))?;
+                    (id, offset)
+                }
+            };
+            let info = VipInfo {
+                id,
+                mode: match cfg.mode {
+                    ForwardingMode::Dr => MODE_DR,
+                },
+                table_offset,
+                table_size: cfg.table_size,
+                flags: if cfg.source_affinity {
+                    VIP_F_SOURCE_AFFINITY
+                } else {
+                    0
+                },
+            };
+            let key = VipKey {
+                addr: addr::from_ip(cfg.address),
+                port_be: cfg.port.to_be(),
+                proto: cfg.protocol.number(),
+                _pad: 0,
+            };
+            vips.push(VipState {
+                config: cfg.clone(),
+                key,
+                info,
+                backend_ids: ids,
+            });
+        }
+        Ok(Placement {
+            vip_ids,
+            backend_ids,
+            slots,
+            vips,
+        })
+    }
+
+    fn write_settings(&mut self) -> anyhow::Result<()> {
+        let a = &self.config.agent;
+        self.dp.set_settings(Settings {
+            hash_seed: a.hash_seed,
+            _pad: 0,
+            tcp_idle_ns: a.tcp_idle_timeout.as_nanos().min(u64::MAX as u128) as u64,
+            udp_idle_ns: a.udp_idle_timeout.as_nanos().min(u64::MAX as u128) as u64,
+        })
+    }
+
+    fn backend_entry(&self, address: IpAddr, port: u16) -> Backend {
+        let mac = self.macs.get(&address).copied();
+        Backend {
+            addr: addr::from_ip(address),
+            mac: mac.unwrap_or_default(),
+            port_be: port.to_be(),
+            flags: BACKEND_F_PRESENT
+                | if mac.is_some() {
+                    BACKEND_F_MAC_VALID
+                } else {
+                    0
+                },
+        }
+    }
+
     /// Distinct backend addresses whose MAC is unknown.
     pub fn unresolved(&self) -> Vec<IpAddr> {
         let mut ips: Vec<IpAddr> = self
-            .backends
-            .iter()
-            .filter(|b| b.mac.is_none())
-            .map(|b| b.address)
+            .backend_addresses()
+            .into_iter()
+            .filter(|ip| !self.macs.contains_key(ip))
             .collect();
-        ips.sort();
         ips.dedup();
         ips
     }
 
     /// Distinct backend addresses.
     pub fn backend_addresses(&self) -> Vec<IpAddr> {
-        let mut ips: Vec<IpAddr> = self.backends.iter().map(|b| b.address).collect();
+        let mut ips: Vec<IpAddr> = self
+            .vips
+            .iter()
+            .flat_map(|v| v.config.backends.iter().map(|b| b.address))
+            .collect();
         ips.sort();
         ips.dedup();
         ips
@@ -110,23 +355,30 @@ impl Agent {
     /// keeps flowing while the kernel re-resolves.
     pub fn on_neighbour(&mut self, ip: IpAddr, mac: Option<[u8; 6]>) -> anyhow::Result<()> {
         let Some(mac) = mac else { return Ok(()) };
-        for b in self
-            .backends
-            .iter_mut()
-            .filter(|b| b.address == ip && b.mac != Some(mac))
-        {
-            let vip = &self.config.vips[b.vip];
-            match b.mac {
-                None => {
-                    info!(backend = %ip, mac = %format_mac(&mac), vip = %vip.name, "backend MAC resolved")
-                }
-                Some(old) => {
-                    warn!(backend = %ip, old = %format_mac(&old), new = %format_mac(&mac), vip = %vip.name, "backend MAC changed")
-                }
+        let old = self.macs.insert(ip, mac);
+        if old == Some(mac) {
+            return Ok(());
+        }
+        match old {
+            None => info!(backend = %ip, mac = %format_mac(&mac), "backend MAC resolved"),
+            Some(old) => {
+                warn!(backend = %ip, old = %format_mac(&old), new = %format_mac(&mac), "backend MAC changed")
             }
-            self.dp
-                .set_backend(b.id, plan::backend_entry(ip, vip.port, Some(mac)))?;
-            b.mac = Some(mac);
+        }
+        let entries: Vec<(u32, u16)> = self
+            .vips
+            .iter()
+            .flat_map(|v| {
+                v.config
+                    .backends
+                    .iter()
+                    .zip(&v.backend_ids)
+                    .filter(|(b, _)| b.address == ip)
+                    .map(|(_, &id)| (id, v.config.port))
+            })
+            .collect();
+        for (id, port) in entries {
+            self.dp.set_backend(id, self.backend_entry(ip, port))?;
         }
         Ok(())
     }
@@ -146,6 +398,8 @@ impl Agent {
         Ok(())
     }
 
+    /// Answers the read-only control commands; `reload` needs the file and is handled by
+    /// the IO shell, which calls [`Agent::apply`].
     pub fn handle(&mut self, command: &Command) -> Response {
         match command {
             Command::Status => Response::ok(self.status()),
@@ -153,6 +407,7 @@ impl Agent {
                 Ok(s) => Response::ok(s),
                 Err(e) => Response::err(format!("reading counters: {e:#}")),
             },
+            Command::Reload => Response::err("reload is handled by lbd's main loop"),
         }
     }
 
@@ -165,32 +420,31 @@ impl Agent {
             attached: self.dp.attached_ifindex().is_some(),
             uptime_secs: self.started.elapsed().as_secs(),
             vips: self.vips.len(),
-            backends: self.backends.len(),
-            unresolved_backends: self.backends.iter().filter(|b| b.mac.is_none()).count(),
+            backends: self.vips.iter().map(|v| v.backend_ids.len()).sum(),
+            unresolved_backends: self.unresolved().len(),
         }
     }
 
     pub fn stats(&self) -> anyhow::Result<StatsReport> {
         let mut vips = Vec::with_capacity(self.vips.len());
-        for vp in &self.vips {
-            let vip = &self.config.vips[vp.index];
-            let c = self.dp.vip_counter(vp.info.id)?;
+        for v in &self.vips {
+            let c = self.dp.vip_counter(v.info.id)?;
             let mut backends = Vec::new();
-            for b in self.backends.iter().filter(|b| b.vip == vp.index) {
-                let bc = self.dp.backend_counter(b.id)?;
+            for (b, &id) in v.config.backends.iter().zip(&v.backend_ids) {
+                let bc = self.dp.backend_counter(id)?;
                 backends.push(BackendStats {
                     address: b.address,
                     weight: b.weight,
-                    mac: b.mac.as_ref().map(format_mac),
+                    mac: self.macs.get(&b.address).map(format_mac),
                     packets: bc.packets,
                     bytes: bc.bytes,
                 });
             }
             vips.push(VipStats {
-                name: vip.name.clone(),
-                address: vip.address,
-                port: vip.port,
-                protocol: vip.protocol.to_string(),
+                name: v.config.name.clone(),
+                address: v.config.address,
+                port: v.config.port,
+                protocol: v.config.protocol.to_string(),
                 packets: c.packets,
                 bytes: c.bytes,
                 backends,
@@ -228,4 +482,64 @@ impl Agent {
             reasons,
         })
     }
+}
+
+/// The VIP's Maglev table as backend ids.
+fn maglev_table(v: &VipState, seed: u32) -> Vec<u32> {
+    let set: Vec<(BackendKey, u32)> = v
+        .config
+        .backends
+        .iter()
+        .map(|b| {
+            (
+                BackendKey {
+                    address: b.address,
+                    port: v.config.port,
+                },
+                b.weight,
+            )
+        })
+        .collect();
+    maglev::build(&set, v.info.table_size, seed)
+        .into_iter()
+        .map(|i| {
+            if i == maglev::EMPTY {
+                NO_BACKEND
+            } else {
+                v.backend_ids[i as usize]
+            }
+        })
+        .collect()
+}
+
+fn no_room(v: &VipConfig, agent: &AgentConfig) -> anyhow::Error {
+    anyhow!(
+        "no room for VIP {}'s table of {} slots in agent.table_capacity = {}; raise table_capacity (needs a restart) or lower table_size",
+        v.name,
+        v.table_size,
+        agent.table_capacity
+    )
+}
+
+/// Keys fixed at load or attach time: changing them needs a restart.
+fn check_live_agent_keys(old: &AgentConfig, new: &AgentConfig) -> anyhow::Result<()> {
+    let fixed = [
+        ("interface", old.interface != new.interface),
+        ("xdp_mode", old.xdp_mode != new.xdp_mode),
+        ("control_socket", old.control_socket != new.control_socket),
+        ("table_capacity", old.table_capacity != new.table_capacity),
+        (
+            "flow_table_size",
+            old.flow_table_size != new.flow_table_size,
+        ),
+    ];
+    let changed: Vec<&str> = fixed.iter().filter(|(_, c)| *c).map(|(k, _)| *k).collect();
+    if !changed.is_empty() {
+        bail!(
+            "agent.{} cannot change while lbd runs; nothing was applied. Restart lbd to change {}",
+            changed.join(", agent."),
+            if changed.len() == 1 { "it" } else { "them" }
+        );
+    }
+    Ok(())
 }

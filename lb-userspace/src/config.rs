@@ -10,10 +10,12 @@ use std::{
     net::IpAddr,
     ops::Range,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use lb_common::{
     backend::{DEFAULT_TABLE_CAPACITY, MAX_BACKENDS},
+    flow::DEFAULT_FLOW_CAPACITY,
     vip::MAX_VIPS,
 };
 use serde::Deserialize;
@@ -23,6 +25,12 @@ use serde_spanned::Spanned;
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/lbd/lbd.sock";
 /// Default lookup-table size per VIP (a prime, as Maglev needs).
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
+/// How long an idle TCP flow stays pinned to its backend (LVS's default for established
+/// connections).
+pub const DEFAULT_TCP_IDLE: Duration = Duration::from_secs(900);
+/// The same for UDP (LVS's default).
+pub const DEFAULT_UDP_IDLE: Duration = Duration::from_secs(300);
+
 /// Largest backend weight accepted.
 pub const MAX_WEIGHT: u32 = 10_000;
 
@@ -93,6 +101,9 @@ pub struct AgentConfig {
     pub hash_seed: u32,
     pub control_socket: PathBuf,
     pub table_capacity: u32,
+    pub flow_table_size: u32,
+    pub tcp_idle_timeout: Duration,
+    pub udp_idle_timeout: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -103,6 +114,7 @@ pub struct VipConfig {
     pub protocol: Protocol,
     pub mode: ForwardingMode,
     pub table_size: u32,
+    pub source_affinity: bool,
     pub backends: Vec<BackendConfig>,
 }
 
@@ -134,6 +146,12 @@ struct RawAgent {
     control_socket: Option<PathBuf>,
     #[serde(default)]
     table_capacity: Option<Spanned<u32>>,
+    #[serde(default)]
+    flow_table_size: Option<Spanned<u32>>,
+    #[serde(default, with = "humantime_serde")]
+    tcp_idle_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    udp_idle_timeout: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -148,6 +166,8 @@ struct RawVip {
     mode: ForwardingMode,
     #[serde(default)]
     table_size: Option<Spanned<u32>>,
+    #[serde(default)]
+    source_affinity: bool,
     #[serde(default, rename = "backend")]
     backends: Vec<Spanned<RawBackend>>,
 }
@@ -285,6 +305,16 @@ impl Validator<'_> {
                 .control_socket
                 .unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into()),
             table_capacity,
+            flow_table_size: match &raw_agent.flow_table_size {
+                Some(f) if *f.get_ref() == 0 => {
+                    self.error(f.span(), "agent.flow_table_size", "must be at least 1");
+                    DEFAULT_FLOW_CAPACITY
+                }
+                Some(f) => *f.get_ref(),
+                None => DEFAULT_FLOW_CAPACITY,
+            },
+            tcp_idle_timeout: raw_agent.tcp_idle_timeout.unwrap_or(DEFAULT_TCP_IDLE),
+            udp_idle_timeout: raw_agent.udp_idle_timeout.unwrap_or(DEFAULT_UDP_IDLE),
         };
 
         if raw.vips.len() > MAX_VIPS as usize {
@@ -425,6 +455,7 @@ impl Validator<'_> {
                 protocol: v.protocol,
                 mode: v.mode,
                 table_size,
+                source_affinity: v.source_affinity,
                 backends,
             });
         }

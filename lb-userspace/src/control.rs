@@ -43,6 +43,8 @@ pub enum Command {
     Status,
     /// Packet and byte counters per VIP, backend and reason.
     Stats,
+    /// Re-read the config file and apply the difference.
+    Reload,
 }
 
 /// The server's answer.

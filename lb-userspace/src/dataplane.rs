@@ -6,12 +6,14 @@
 
 use anyhow::{anyhow, Context as _};
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
     programs::{xdp::XdpLinkId, ProgramError, TestRun as _, TestRunOptions, Xdp},
+    util::nr_cpus,
     Ebpf, EbpfLoader,
 };
 use lb_common::{
     backend::Backend,
+    flow::{FlowEntry, FlowKey},
     iface::IfaceInfo,
     settings::Settings,
     stats::{Counter, Reason},
@@ -40,10 +42,11 @@ pub struct Dataplane {
 
 impl Dataplane {
     /// Loads the program into the kernel (not attached) with a lookup table of
-    /// `table_capacity` slots.
-    pub fn load(table_capacity: u32) -> anyhow::Result<Dataplane> {
+    /// `table_capacity` slots and a flow table of `flow_capacity` entries.
+    pub fn load(table_capacity: u32, flow_capacity: u32) -> anyhow::Result<Dataplane> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("BACKEND_TABLE", table_capacity)
+            .map_max_entries("FLOWS", flow_capacity)
             .load(EBPF_OBJECT)
             .context(
                 "loading the XDP object into the kernel (needs root or CAP_BPF+CAP_NET_ADMIN)",
@@ -147,6 +150,26 @@ impl Dataplane {
         self.attached.as_ref().map(|(i, _)| *i)
     }
 
+    /// Zeroes a VIP's counters (an id being reused must not inherit its old numbers).
+    pub fn reset_vip_counter(&mut self, id: u32) -> anyhow::Result<()> {
+        zero_per_cpu(&mut self.ebpf, "VIP_STATS", id)
+    }
+
+    pub fn reset_backend_counter(&mut self, id: u32) -> anyhow::Result<()> {
+        zero_per_cpu(&mut self.ebpf, "BACKEND_STATS", id)
+    }
+
+    /// Number of entries in the flow table (walks it: for tests and diagnostics).
+    pub fn flow_count(&self) -> anyhow::Result<usize> {
+        let m = self
+            .ebpf
+            .map("FLOWS")
+            .ok_or_else(|| anyhow!("map FLOWS missing from the XDP object"))?;
+        Ok(HashMap::<_, FlowKey, FlowEntry>::try_from(m)?
+            .keys()
+            .count())
+    }
+
     pub fn vip_counter(&self, id: u32) -> anyhow::Result<Counter> {
         per_cpu_sum(&self.ebpf, "VIP_STATS", id)
     }
@@ -232,6 +255,12 @@ fn hash_map<'a, K: aya::Pod, V: aya::Pod>(
     name: &str,
 ) -> anyhow::Result<HashMap<&'a mut MapData, K, V>> {
     HashMap::try_from(map(ebpf, name)?).with_context(|| format!("map {name}"))
+}
+
+fn zero_per_cpu(ebpf: &mut Ebpf, name: &str, index: u32) -> anyhow::Result<()> {
+    let zeros = PerCpuValues::try_from(vec![Counter::default(); nr_cpus().map_err(|(_, e)| e)?])?;
+    PerCpuArray::<_, Counter>::try_from(map(ebpf, name)?)?.set(index, zeros, 0)?;
+    Ok(())
 }
 
 fn per_cpu_sum(ebpf: &Ebpf, name: &str, index: u32) -> anyhow::Result<Counter> {

@@ -55,7 +55,8 @@ pub fn build(backends: &[(BackendKey, u32)], size: u32, seed: u32) -> Vec<u32> {
         .map(|&i| {
             let bytes = backends[i].0.bytes();
             let offset = xxh3_64_with_seed(&bytes, seed as u64) % m;
-            let skip = xxh3_64_with_seed(&bytes, (seed as u64) ^ 0x9e37_79b9_7f4a_7c15) % (m - 1) + 1;
+            let skip =
+                xxh3_64_with_seed(&bytes, (seed as u64) ^ 0x9e37_79b9_7f4a_7c15) % (m - 1) + 1;
             (offset, skip)
         })
         .collect();

@@ -11,7 +11,10 @@ use lb_common::{
     stats::{Counter, Reason},
     vip::{VipInfo, VipKey, MODE_DR},
 };
-use lb_userspace::{dataplane::Dataplane, table::weighted_fill};
+use lb_userspace::{
+    dataplane::Dataplane,
+    maglev::{self, BackendKey},
+};
 
 pub const LB_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x10];
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x64];
@@ -39,7 +42,26 @@ pub struct Harness {
     pub table: Vec<u32>,
 }
 
-fn vip_key(port: u16, proto: u8) -> VipKey {
+/// Flow entries stay fresh for the length of any test.
+pub const IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
+pub const FLOW_CAPACITY: u32 = 4096;
+
+/// The three backends as Maglev sees them; index i has id i and `BACKEND_MACS[i]`.
+pub fn backend_keys() -> Vec<(BackendKey, u32)> {
+    (0..3)
+        .map(|i| {
+            (
+                BackendKey {
+                    address: IpAddr::V4(Ipv4Addr::new(10, 99, 0, 21 + i)),
+                    port: 80,
+                },
+                1,
+            )
+        })
+        .collect()
+}
+
+pub fn vip_key(port: u16, proto: u8) -> VipKey {
     VipKey {
         addr: addr::from_ip(IpAddr::V4(VIP)),
         port_be: port.to_be(),
@@ -50,10 +72,12 @@ fn vip_key(port: u16, proto: u8) -> VipKey {
 
 impl Harness {
     pub fn load() -> Harness {
-        let mut dp = Dataplane::load(4 * TABLE_SIZE).expect("load the XDP program");
+        let mut dp = Dataplane::load(4 * TABLE_SIZE, FLOW_CAPACITY).expect("load the XDP program");
         dp.set_settings(Settings {
             hash_seed: SEED,
-            _reserved: 0,
+            _pad: 0,
+            tcp_idle_ns: IDLE.as_nanos() as u64,
+            udp_idle_ns: IDLE.as_nanos() as u64,
         })
         .unwrap();
         dp.set_iface(LOOPBACK_IFINDEX, LB_MAC).unwrap();
@@ -80,7 +104,7 @@ impl Harness {
             },
         )
         .unwrap();
-        let table = weighted_fill(&[1, 1, 1], TABLE_SIZE);
+        let table = maglev::build(&backend_keys(), TABLE_SIZE, SEED);
         dp.write_table(0, &table).unwrap();
         dp.write_table(
             TABLE_SIZE,
@@ -94,6 +118,7 @@ impl Harness {
                 mode: MODE_DR,
                 table_offset: 0,
                 table_size: TABLE_SIZE,
+                flags: 0,
             },
         )
         .unwrap();
@@ -104,6 +129,7 @@ impl Harness {
                 mode: MODE_DR,
                 table_offset: 0,
                 table_size: TABLE_SIZE,
+                flags: 0,
             },
         )
         .unwrap();
@@ -114,6 +140,7 @@ impl Harness {
                 mode: MODE_DR,
                 table_offset: 0,
                 table_size: 0,
+                flags: 0,
             },
         )
         .unwrap();
@@ -124,10 +151,46 @@ impl Harness {
                 mode: MODE_DR,
                 table_offset: TABLE_SIZE,
                 table_size: TABLE_SIZE,
+                flags: 0,
             },
         )
         .unwrap();
         Harness { dp, table }
+    }
+
+    /// Replaces the balanced VIPs' lookup table (as the agent does on a backend change).
+    pub fn set_table(&mut self, table: Vec<u32>) {
+        self.dp.write_table(0, &table).unwrap();
+        self.table = table;
+    }
+
+    /// Adds or removes backend `id` (0..3) the way the agent does: the entry's presence.
+    pub fn set_backend_present(&mut self, id: u32, present: bool) {
+        let backend = if present {
+            Backend {
+                addr: addr::from_ip(Ipv4Addr::new(10, 99, 0, 21 + id as u8).into()),
+                mac: BACKEND_MACS[id as usize],
+                port_be: 80u16.to_be(),
+                flags: BACKEND_F_PRESENT | BACKEND_F_MAC_VALID,
+            }
+        } else {
+            Backend::default()
+        };
+        self.dp.set_backend(id, backend).unwrap();
+    }
+
+    /// The backend index the lookup table gives a TCP flow from the client's `sport`.
+    pub fn expected_mac_index(&self, sport: u16) -> usize {
+        let mac = self.expected_mac(CLIENT, sport, 80, 6);
+        BACKEND_MACS.iter().position(|m| *m == mac).unwrap()
+    }
+
+    /// Which backend (index into `BACKEND_MACS`) a forwarded frame was sent to.
+    pub fn backend_of(out: &[u8]) -> usize {
+        BACKEND_MACS
+            .iter()
+            .position(|m| out[..6] == m[..])
+            .expect("destination MAC is a backend's")
     }
 
     /// Runs one frame and returns the verdict, the output bytes and the one reason whose

@@ -4,6 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use lb_userspace::{
+    agent::ApplySummary,
     config::DEFAULT_CONTROL_SOCKET,
     control::{self, Command, StatsReport, StatusReport},
 };
@@ -37,6 +38,10 @@ enum Cmd {
     Status,
     /// Packets and bytes per VIP, per backend, and per verdict reason.
     Stats,
+    /// Re-read lbd's config file and apply only what changed (same as SIGHUP). VIPs and
+    /// backends that stay keep their flows and their table slots. An invalid file changes
+    /// nothing.
+    Reload,
 }
 
 fn main() -> ExitCode {
@@ -44,6 +49,7 @@ fn main() -> ExitCode {
     let command = match args.command {
         Cmd::Status => Command::Status,
         Cmd::Stats => Command::Stats,
+        Cmd::Reload => Command::Reload,
     };
     let data = match control::request(&args.socket, &command) {
         Ok(d) => d,
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
     let printed = match command {
         Command::Status => serde_json::from_value(data).map(|s: StatusReport| print_status(&s)),
         Command::Stats => serde_json::from_value(data).map(|s: StatsReport| print_stats(&s)),
+        Command::Reload => serde_json::from_value(data).map(|s: ApplySummary| print_reload(&s)),
     };
     match printed {
         Ok(()) => ExitCode::SUCCESS,
@@ -72,6 +79,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn print_reload(s: &ApplySummary) {
+    println!(
+        "reloaded: VIPs +{} -{} ~{}, backends +{} -{}, {} table slots rewritten",
+        s.vips_added,
+        s.vips_removed,
+        s.vips_changed,
+        s.backends_added,
+        s.backends_removed,
+        s.slots_written
+    );
 }
 
 fn print_status(s: &StatusReport) {

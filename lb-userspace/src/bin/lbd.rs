@@ -79,7 +79,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, args.config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -104,11 +104,11 @@ fn init_logging() {
 /// A control request waiting for the agent's answer.
 type Pending = (Command, oneshot::Sender<Response>);
 
-async fn run(config: config::Config) -> anyhow::Result<()> {
+async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()> {
     let netlink = Netlink::connect()?;
     let link = netlink.link(&config.agent.interface).await?;
     let mut neighbour_events = Box::pin(net::watch_neighbours()?);
-    let dp = Dataplane::load(config.agent.table_capacity)?;
+    let dp = Dataplane::load(config.agent.table_capacity, config.agent.flow_table_size)?;
     let socket_path = config.agent.control_socket.clone();
     let mut agent = Agent::new(config, link, dp)?;
 
@@ -123,6 +123,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     let (requests_tx, mut requests) = mpsc::channel::<Pending>(64);
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
     info!(socket = %socket_path.display(), "lbd ready");
 
@@ -134,8 +135,21 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
                 Ok((stream, _)) => { tokio::spawn(serve_client(stream, requests_tx.clone())); }
                 Err(e) => warn!("control socket accept: {e}"),
             },
+            _ = sighup.recv() => {
+                info!("SIGHUP received, reloading {}", config_path.display());
+                if let Err(e) = reload(&config_path, &mut agent) {
+                    error!("{e}");
+                }
+            }
             Some((command, reply)) = requests.recv() => {
-                let _ = reply.send(agent.handle(&command));
+                let response = match command {
+                    Command::Reload => match reload(&config_path, &mut agent) {
+                        Ok(summary) => Response::ok(summary),
+                        Err(e) => Response::err(e),
+                    },
+                    other => agent.handle(&other),
+                };
+                let _ = reply.send(response);
             }
             Some(event) = neighbour_events.next() => {
                 if let Err(e) = on_neighbour_event(&netlink, &mut agent, event).await {
@@ -152,6 +166,21 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket_path);
     agent.detach()?;
     outcome
+}
+
+/// Re-reads the config and applies the difference; on any error nothing changes and the
+/// error says why (with every config problem located).
+fn reload(
+    path: &std::path::Path,
+    agent: &mut Agent,
+) -> Result<lb_userspace::agent::ApplySummary, String> {
+    let config = config::load(path)
+        .map_err(|e| format!("{e}reload refused: the running configuration is unchanged"))?;
+    let summary = agent
+        .apply(config)
+        .map_err(|e| format!("reload refused: {e:#}"))?;
+    info!(?summary, "configuration reloaded");
+    Ok(summary)
 }
 
 /// Applies a neighbour table change. A backend the kernel forgot (garbage collection, a

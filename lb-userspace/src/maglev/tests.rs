@@ -5,7 +5,10 @@ use super::*;
 const M: u32 = 65_537;
 
 fn key(i: u32) -> BackendKey {
-    BackendKey { address: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), port: 80 }
+    BackendKey {
+        address: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
+        port: 80,
+    }
 }
 
 fn backends(n: u32, weight: impl Fn(u32) -> u32) -> Vec<(BackendKey, u32)> {
@@ -14,7 +17,10 @@ fn backends(n: u32, weight: impl Fn(u32) -> u32) -> Vec<(BackendKey, u32)> {
 
 /// Slot → backend key, so tables over different input orders compare by identity.
 fn by_key(table: &[u32], set: &[(BackendKey, u32)]) -> Vec<Option<BackendKey>> {
-    table.iter().map(|&i| (i != EMPTY).then(|| set[i as usize].0)).collect()
+    table
+        .iter()
+        .map(|&i| (i != EMPTY).then(|| set[i as usize].0))
+        .collect()
 }
 
 fn moved_fraction(a: &[Option<BackendKey>], b: &[Option<BackendKey>]) -> f64 {
@@ -31,7 +37,9 @@ fn reference(set: &[(BackendKey, u32)], size: u32, seed: u32) -> Vec<u32> {
         .map(|&i| {
             let b = set[i].0.bytes();
             let offset = (xxh3_64_with_seed(&b, seed as u64) % size as u64) as usize;
-            let skip = (xxh3_64_with_seed(&b, seed as u64 ^ 0x9e37_79b9_7f4a_7c15) % (size as u64 - 1) + 1) as usize;
+            let skip = (xxh3_64_with_seed(&b, seed as u64 ^ 0x9e37_79b9_7f4a_7c15)
+                % (size as u64 - 1)
+                + 1) as usize;
             (0..m).map(|j| (offset + j * skip) % m).collect()
         })
         .collect();
@@ -61,7 +69,10 @@ fn reference(set: &[(BackendKey, u32)], size: u32, seed: u32) -> Vec<u32> {
 #[test]
 fn shares_follow_weights_for_3_to_1000_backends() {
     for n in [3u32, 10, 100, 1000] {
-        for (label, weight) in [("equal", &(|_| 1u32) as &dyn Fn(u32) -> u32), ("1..=4", &|i| i % 4 + 1)] {
+        for (label, weight) in [
+            ("equal", &(|_| 1u32) as &dyn Fn(u32) -> u32),
+            ("1..=4", &|i| i % 4 + 1),
+        ] {
             let set = backends(n, weight);
             let table = build(&set, M, 7);
             let total_weight: u32 = set.iter().map(|(_, w)| w).sum();
@@ -74,8 +85,14 @@ fn shares_follow_weights_for_3_to_1000_backends() {
                 let got = counts[i] as f64;
                 // Within 1% of the table in absolute terms, and never more than one
                 // round's claim (its weight) away from the exact share.
-                assert!((got - expected).abs() / M as f64 <= 0.01, "{n} {label}: backend {i} {got} vs {expected}");
-                assert!((got - expected).abs() <= w as f64 + 1.0, "{n} {label}: backend {i} {got} vs {expected:.1}");
+                assert!(
+                    (got - expected).abs() / M as f64 <= 0.01,
+                    "{n} {label}: backend {i} {got} vs {expected}"
+                );
+                assert!(
+                    (got - expected).abs() <= w as f64 + 1.0,
+                    "{n} {label}: backend {i} {got} vs {expected:.1}"
+                );
             }
         }
     }
@@ -87,12 +104,26 @@ fn removing_one_of_n_moves_its_slots_and_at_most_one_percent_more() {
         let set = backends(n, |_| 1);
         let before = by_key(&build(&set, M, 7), &set);
         for removed in [0, n / 2, n - 1] {
-            let smaller: Vec<_> = set.iter().copied().filter(|(k, _)| *k != key(removed)).collect();
+            let smaller: Vec<_> = set
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != key(removed))
+                .collect();
             let after = by_key(&build(&smaller, M, 7), &smaller);
             let moved = moved_fraction(&before, &after);
-            let collateral = before.iter().zip(&after).filter(|(b, a)| **b != Some(key(removed)) && b != a).count();
-            assert!(moved <= 1.0 / n as f64 + 0.01, "{n}: removing {removed} moved {moved:.4}");
-            assert!(collateral as f64 / M as f64 <= 0.01, "{n}: {collateral} slots of staying backends moved");
+            let collateral = before
+                .iter()
+                .zip(&after)
+                .filter(|(b, a)| **b != Some(key(removed)) && b != a)
+                .count();
+            assert!(
+                moved <= 1.0 / n as f64 + 0.01,
+                "{n}: removing {removed} moved {moved:.4}"
+            );
+            assert!(
+                collateral as f64 / M as f64 <= 0.01,
+                "{n}: {collateral} slots of staying backends moved"
+            );
         }
     }
 }
@@ -107,7 +138,10 @@ fn adding_one_to_n_moves_about_one_in_n_plus_one() {
         let after = by_key(&build(&bigger, M, 7), &bigger);
         let moved = moved_fraction(&before, &after);
         let ideal = 1.0 / (n as f64 + 1.0);
-        assert!((moved - ideal).abs() <= 0.01, "{n}: adding moved {moved:.4}, ideal {ideal:.4}");
+        assert!(
+            (moved - ideal).abs() <= 0.01,
+            "{n}: adding moved {moved:.4}, ideal {ideal:.4}"
+        );
     }
 }
 
@@ -116,7 +150,12 @@ fn input_order_does_not_matter() {
     let set = backends(100, |i| i % 3 + 1);
     let mut reversed = set.clone();
     reversed.reverse();
-    let mut interleaved: Vec<_> = set.iter().step_by(2).chain(set.iter().skip(1).step_by(2)).copied().collect();
+    let mut interleaved: Vec<_> = set
+        .iter()
+        .step_by(2)
+        .chain(set.iter().skip(1).step_by(2))
+        .copied()
+        .collect();
     interleaved.rotate_left(17);
     let a = by_key(&build(&set, M, 7), &set);
     assert_eq!(a, by_key(&build(&reversed, M, 7), &reversed));
@@ -125,9 +164,18 @@ fn input_order_does_not_matter() {
 
 #[test]
 fn matches_a_straightforward_implementation() {
-    for (n, size, seed) in [(3u32, 13u32, 0u32), (10, 65_537, 7), (37, 65_537, 0xdead_beef), (5, 655_373, 1)] {
+    for (n, size, seed) in [
+        (3u32, 13u32, 0u32),
+        (10, 65_537, 7),
+        (37, 65_537, 0xdead_beef),
+        (5, 655_373, 1),
+    ] {
         let set = backends(n, |i| i % 3 + 1);
-        assert_eq!(build(&set, size, seed), reference(&set, size, seed), "n={n} size={size} seed={seed}");
+        assert_eq!(
+            build(&set, size, seed),
+            reference(&set, size, seed),
+            "n={n} size={size} seed={seed}"
+        );
     }
 }
 
@@ -138,6 +186,8 @@ fn seed_changes_the_table_and_weight_zero_claims_nothing() {
     assert_ne!(a, build(&set, M, 2));
     assert!(!a.contains(&3));
     assert!(!a.contains(&EMPTY));
-    assert!(build(&backends(3, |_| 0), 13, 0).iter().all(|&s| s == EMPTY));
+    assert!(build(&backends(3, |_| 0), 13, 0)
+        .iter()
+        .all(|&s| s == EMPTY));
     assert!(build(&[], 13, 0).iter().all(|&s| s == EMPTY));
 }

@@ -1,0 +1,169 @@
+//! The flow table in the real program (`BPF_PROG_TEST_RUN`): established flows keep their
+//! backend when the lookup table changes; new connections, removed backends and idle
+//! flows go through the table again.
+
+use lb_common::{
+    settings::Settings,
+    stats::Verdict,
+    vip::{VipInfo, MODE_DR, VIP_F_SOURCE_AFFINITY},
+};
+use lb_tests::{
+    frames,
+    program::{backend_keys, vip_key, Harness, SEED, TABLE_SIZE},
+    require_root,
+};
+use lb_userspace::maglev;
+
+macro_rules! harness {
+    ($name:literal) => {{
+        if !require_root($name) {
+            return;
+        }
+        Harness::load()
+    }};
+}
+
+/// A TCP segment of an established flow (ACK, no SYN).
+fn established(sport: u16) -> Vec<u8> {
+    let mut f = frames::vip_tcp(sport);
+    f[14 + 20 + 13] = 0x10;
+    f
+}
+
+/// Runs `frame`, which must be forwarded, and returns the backend index it went to.
+fn forward(h: &mut Harness, frame: &[u8]) -> usize {
+    let (verdict, out, reason) = h.run(frame);
+    assert_eq!(Verdict::from_u32(verdict), Some(Verdict::Tx), "{reason:?}");
+    Harness::backend_of(&out)
+}
+
+/// A table sending every flow to backend `i`.
+fn all_to(i: u32) -> Vec<u32> {
+    vec![i; TABLE_SIZE as usize]
+}
+
+#[test]
+fn a_flow_table_hit_wins_over_the_lookup_table() {
+    let mut h = harness!("a_flow_table_hit_wins_over_the_lookup_table");
+    let first = forward(&mut h, &frames::vip_tcp(40000)) as u32;
+    let other = (first + 1) % 3;
+    h.set_table(all_to(other));
+    for _ in 0..3 {
+        assert_eq!(
+            forward(&mut h, &established(40000)),
+            first as usize,
+            "established flow moved"
+        );
+    }
+    // A flow the table has not seen follows the new table.
+    assert_eq!(forward(&mut h, &established(40001)), other as usize);
+}
+
+#[test]
+fn a_syn_on_an_existing_tuple_is_balanced_again() {
+    let mut h = harness!("a_syn_on_an_existing_tuple_is_balanced_again");
+    let first = forward(&mut h, &frames::vip_tcp(40000)) as u32;
+    let other = (first + 1) % 3;
+    h.set_table(all_to(other));
+    // Port reuse: a new connection on the same 5-tuple is a new flow.
+    assert_eq!(forward(&mut h, &frames::vip_tcp(40000)), other as usize);
+    assert_eq!(
+        forward(&mut h, &established(40000)),
+        other as usize,
+        "and it is pinned there"
+    );
+}
+
+#[test]
+fn a_removed_backends_flow_is_balanced_again() {
+    let mut h = harness!("a_removed_backends_flow_is_balanced_again");
+    let first = forward(&mut h, &frames::vip_tcp(40000)) as u32;
+    // The agent's order for a removal: a table without the backend, then the entry goes.
+    let remaining: Vec<_> = backend_keys()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i as u32 != first)
+        .map(|(_, k)| k)
+        .collect();
+    let ids: Vec<u32> = (0..3).filter(|&i| i != first).collect();
+    let table: Vec<u32> = maglev::build(&remaining, TABLE_SIZE, SEED)
+        .into_iter()
+        .map(|i| ids[i as usize])
+        .collect();
+    h.set_table(table);
+    assert_eq!(
+        forward(&mut h, &established(40000)),
+        first as usize,
+        "kept while the backend exists (drain)"
+    );
+    h.set_backend_present(first, false);
+    let now = forward(&mut h, &established(40000));
+    assert_ne!(now, first as usize);
+    assert_eq!(
+        now,
+        h.expected_mac_index(40000),
+        "re-hashed through the new table"
+    );
+}
+
+#[test]
+fn an_idle_flow_is_balanced_again() {
+    let mut h = harness!("an_idle_flow_is_balanced_again");
+    let first = forward(&mut h, &frames::vip_tcp(40000)) as u32;
+    let other = (first + 1) % 3;
+    h.set_table(all_to(other));
+    h.dp.set_settings(Settings {
+        hash_seed: SEED,
+        _pad: 0,
+        tcp_idle_ns: 1,
+        udp_idle_ns: 1,
+    })
+    .unwrap();
+    assert_eq!(
+        forward(&mut h, &established(40000)),
+        other as usize,
+        "an entry older than the idle timeout no longer pins"
+    );
+}
+
+#[test]
+fn source_affinity_sends_every_connection_of_a_client_to_one_backend() {
+    let mut h = harness!("source_affinity_sends_every_connection_of_a_client_to_one_backend");
+    h.dp.set_vip(
+        vip_key(80, 6),
+        VipInfo {
+            id: 0,
+            mode: MODE_DR,
+            table_offset: 0,
+            table_size: TABLE_SIZE,
+            flags: VIP_F_SOURCE_AFFINITY,
+        },
+    )
+    .unwrap();
+    let first = forward(&mut h, &frames::vip_tcp(40000));
+    for sport in 40001..40040 {
+        assert_eq!(
+            forward(&mut h, &frames::vip_tcp(sport)),
+            first,
+            "port {sport}"
+        );
+    }
+    // Another client may land elsewhere: over 40 clients, more than one backend is used.
+    let spread: std::collections::HashSet<usize> = (1..=40u8)
+        .map(|i| {
+            forward(
+                &mut h,
+                &frames::tcp(
+                    std::net::Ipv4Addr::new(10, 98, 0, i),
+                    40000,
+                    lb_tests::program::VIP,
+                    80,
+                ),
+            )
+        })
+        .collect();
+    assert!(spread.len() > 1);
+    // A new SYN keeps the client's backend even when the table changed: that is the point.
+    h.set_table(all_to(((first + 1) % 3) as u32));
+    assert_eq!(forward(&mut h, &frames::vip_tcp(40100)), first);
+}
