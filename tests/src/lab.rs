@@ -496,8 +496,13 @@ impl Lab {
     /// socket in the lab directory, and VIP:80 over TCP (`web`) and UDP (`web-udp`) to
     /// every backend with weight 1.
     pub fn lbd_config(&self, node: usize) -> String {
-        let backends: Vec<_> = self.backends.iter().map(|b| b.node.addr).collect();
-        render_lbd_config(&self.control_socket(node), &backends)
+        let backends: Vec<_> = self.backends.iter().map(|b| (b.node.addr, 1)).collect();
+        self.lbd_config_with(node, &backends)
+    }
+
+    /// [`Lab::lbd_config`] with a chosen set of backends and weights.
+    pub fn lbd_config_with(&self, node: usize, backends: &[(Ipv4Addr, u32)]) -> String {
+        render_lbd_config(&self.control_socket(node), backends)
     }
 
     /// Writes [`Lab::lbd_config`] for the first node plus `extra` (appended verbatim) to the
@@ -547,7 +552,7 @@ impl Drop for Lab {
     }
 }
 
-fn render_lbd_config(control_socket: &Path, backends: &[Ipv4Addr]) -> String {
+fn render_lbd_config(control_socket: &Path, backends: &[(Ipv4Addr, u32)]) -> String {
     let mut s = format!(
         "[agent]\n\
          interface = \"eth0\"\n\
@@ -566,8 +571,11 @@ fn render_lbd_config(control_socket: &Path, backends: &[Ipv4Addr]) -> String {
              protocol = \"{proto}\"\n\
              mode = \"dr\"\n"
         );
-        for b in backends {
-            let _ = write!(s, "\n[[vip.backend]]\naddress = \"{b}\"\nweight = 1\n");
+        for (b, weight) in backends {
+            let _ = write!(
+                s,
+                "\n[[vip.backend]]\naddress = \"{b}\"\nweight = {weight}\n"
+            );
         }
     }
     s
@@ -749,7 +757,8 @@ mod tests {
     #[test]
     fn the_generated_agent_config_is_valid_for_the_agent() {
         let backends = [FIRST_BACKEND_ADDR, offset(FIRST_BACKEND_ADDR, 1)];
-        let text = render_lbd_config(Path::new("/tmp/x/lbd.sock"), &backends);
+        let weighted: Vec<_> = backends.iter().map(|&b| (b, 2)).collect();
+        let text = render_lbd_config(Path::new("/tmp/x/lbd.sock"), &weighted);
         let config = lb_userspace::config::parse(&text).unwrap_or_else(|d| panic!("{d:?}\n{text}"));
         assert_eq!(config.agent.interface, "eth0");
         assert_eq!(config.agent.control_socket, Path::new("/tmp/x/lbd.sock"));
@@ -759,6 +768,7 @@ mod tests {
             assert_eq!(v.port, SERVICE_PORT);
             let addrs: Vec<_> = v.backends.iter().map(|b| b.address).collect();
             assert_eq!(addrs, backends.map(std::net::IpAddr::V4));
+            assert!(v.backends.iter().all(|b| b.weight == 2));
         }
     }
 }
