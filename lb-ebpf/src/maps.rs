@@ -2,6 +2,7 @@
 //! reads and writes exactly these layouts.
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
@@ -18,9 +19,11 @@ use lb_common::{
 pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS, 0);
 
 /// Slot → backend id. Each VIP owns `table_size` slots from `table_offset`. The agent
-/// may resize this map at load time.
+/// may resize this map at load time. Memory-mappable, so the agent rewrites changed slots
+/// with plain stores instead of one syscall per slot.
 #[map]
-pub static BACKEND_TABLE: Array<u32> = Array::with_max_entries(DEFAULT_TABLE_CAPACITY, 0);
+pub static BACKEND_TABLE: Array<u32> =
+    Array::with_max_entries(DEFAULT_TABLE_CAPACITY, BPF_F_MMAPABLE);
 
 /// Established flows → their backend. One LRU shared by all CPUs rather than per-CPU
 /// tables: a flow whose packets land on another CPU (RSS rehash, generic XDP, veth) must

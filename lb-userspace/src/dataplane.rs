@@ -4,7 +4,7 @@
 //! Writers compare with what they last wrote and send only the difference, so a table
 //! update never leaves the program looking at a half-written table.
 
-use anyhow::{anyhow, Context as _};
+use anyhow::{anyhow, bail, Context as _};
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
     programs::{xdp::XdpLinkId, ProgramError, TestRun as _, TestRunOptions, Xdp},
@@ -35,10 +35,74 @@ pub const PROGRAM: &str = "xdp_lb";
 /// A loaded (and maybe attached) instance of the program with its maps.
 pub struct Dataplane {
     ebpf: Ebpf,
-    /// What `BACKEND_TABLE` holds, so updates write only the slots that change.
-    table_shadow: Vec<u32>,
+    table: MappedTable,
     attached: Option<(u32, XdpLinkId)>,
 }
+
+/// `BACKEND_TABLE` mapped into our memory (the map is created `BPF_F_MMAPABLE`). The
+/// kernel lays array elements out 8 bytes apart; each slot is one aligned `u32` store,
+/// which the program reads whole: a slot is always the old or the new backend id.
+struct MappedTable {
+    base: *mut u8,
+    bytes: usize,
+    slots: usize,
+}
+
+/// Distance between array elements in the mapping (`round_up(value_size, 8)`).
+const TABLE_STRIDE: usize = 8;
+
+impl MappedTable {
+    fn new(ebpf: &Ebpf, slots: u32) -> anyhow::Result<MappedTable> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let fd = match ebpf.map("BACKEND_TABLE") {
+            Some(aya::maps::Map::Array(data)) => data.fd().as_fd().as_raw_fd(),
+            _ => {
+                return Err(anyhow!(
+                    "map BACKEND_TABLE missing from the XDP object or not an array"
+                ))
+            }
+        };
+        // SAFETY: page size query has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let bytes = (slots as usize * TABLE_STRIDE).div_ceil(page) * page;
+        // SAFETY: a shared read-write mapping of a BPF array created with BPF_F_MMAPABLE;
+        // the kernel keeps the map alive while the mapping exists; unmapped in Drop.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("mmap of BACKEND_TABLE");
+        }
+        Ok(MappedTable {
+            base: base.cast(),
+            bytes,
+            slots: slots as usize,
+        })
+    }
+
+    fn slot(&self, i: usize) -> *mut u32 {
+        debug_assert!(i < self.slots);
+        // SAFETY: i < slots, and slots * STRIDE <= bytes.
+        unsafe { self.base.add(i * TABLE_STRIDE).cast() }
+    }
+}
+
+impl Drop for MappedTable {
+    fn drop(&mut self) {
+        // SAFETY: base/bytes come from the successful mmap in `new`.
+        unsafe { libc::munmap(self.base.cast(), self.bytes) };
+    }
+}
+
+// SAFETY: the mapping is owned by the Dataplane, which is used from one thread at a time.
+unsafe impl Send for MappedTable {}
 
 impl Dataplane {
     /// Loads the program into the kernel (not attached) with a lookup table of
@@ -53,9 +117,10 @@ impl Dataplane {
             )?;
         let prog: &mut Xdp = program(&mut ebpf)?;
         prog.load().map_err(verifier_error)?;
+        let table = MappedTable::new(&ebpf, table_capacity)?;
         Ok(Dataplane {
             ebpf,
-            table_shadow: vec![0; table_capacity as usize],
+            table,
             attached: None,
         })
     }
@@ -93,30 +158,39 @@ impl Dataplane {
     /// changes. Returns how many were written.
     pub fn write_table(&mut self, offset: u32, slots: &[u32]) -> anyhow::Result<usize> {
         let start = offset as usize;
-        let end = start
+        if start
             .checked_add(slots.len())
-            .filter(|&e| e <= self.table_shadow.len())
-            .ok_or_else(|| {
-                anyhow!(
-                    "table slots {start}..+{} exceed the capacity {}",
-                    slots.len(),
-                    self.table_shadow.len()
-                )
-            })?;
-        let mut table = array::<u32>(&mut self.ebpf, "BACKEND_TABLE")?;
-        let mut written = 0;
-        for (i, (&want, have)) in slots
-            .iter()
-            .zip(&mut self.table_shadow[start..end])
-            .enumerate()
+            .is_none_or(|end| end > self.table.slots)
         {
-            if want != *have {
-                table.set((start + i) as u32, want, 0)?;
-                *have = want;
-                written += 1;
+            bail!(
+                "table slots {start}..+{} exceed the capacity {}",
+                slots.len(),
+                self.table.slots
+            );
+        }
+        let mut written = 0;
+        for (i, &want) in slots.iter().enumerate() {
+            let p = self.table.slot(start + i);
+            // SAFETY: in bounds (checked above); aligned u32 in a live shared mapping that
+            // the program reads concurrently, hence volatile.
+            unsafe {
+                if p.read_volatile() != want {
+                    p.write_volatile(want);
+                    written += 1;
+                }
             }
         }
         Ok(written)
+    }
+
+    /// Reads `len` slots of the lookup table from `offset`.
+    pub fn read_table(&self, offset: u32, len: u32) -> Vec<u32> {
+        let start = (offset as usize).min(self.table.slots);
+        let end = (start + len as usize).min(self.table.slots);
+        // SAFETY: in bounds; see write_table.
+        (start..end)
+            .map(|i| unsafe { self.table.slot(i).read_volatile() })
+            .collect()
     }
 
     /// Attaches the program to `ifindex`; a no-op if already attached there.

@@ -167,3 +167,29 @@ fn source_affinity_sends_every_connection_of_a_client_to_one_backend() {
     h.set_table(all_to(((first + 1) % 3) as u32));
     assert_eq!(forward(&mut h, &frames::vip_tcp(40100)), first);
 }
+
+#[test]
+fn table_updates_write_only_the_slots_that_change() {
+    let mut h = harness!("table_updates_write_only_the_slots_that_change");
+    let table = h.table.clone();
+    assert_eq!(
+        h.dp.write_table(0, &table).unwrap(),
+        0,
+        "same table: nothing written"
+    );
+    let mut changed = table.clone();
+    for slot in changed.iter_mut().step_by(400) {
+        *slot = (*slot + 1) % 3;
+    }
+    let expected = table.iter().zip(&changed).filter(|(a, b)| a != b).count();
+    assert_eq!(h.dp.write_table(0, &changed).unwrap(), expected);
+    assert_eq!(
+        h.dp.read_table(0, TABLE_SIZE),
+        changed,
+        "the kernel's map holds what was written"
+    );
+    assert!(
+        h.dp.write_table(4 * TABLE_SIZE - 1, &[0, 0]).is_err(),
+        "writes past the capacity are refused"
+    );
+}
