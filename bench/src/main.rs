@@ -3,6 +3,7 @@
 //! machine. Results and how to reproduce them: `bench/README.md`.
 
 mod machine;
+mod maglev;
 mod xdp;
 
 use std::path::PathBuf;
@@ -31,15 +32,27 @@ enum Bench {
         #[arg(long, default_value_t = 7)]
         rounds: usize,
     },
+    /// Maglev: table build time, time from a backend change to the map fully written
+    /// (against a per-slot syscall rewrite in the same run), and the fraction of flows moved.
+    Maglev {
+        /// Measurements per case (median reported).
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+    },
+    /// Every benchmark.
+    All,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.out)?;
-    match args.bench.unwrap_or(Bench::Xdp {
-        repeat: 1_000_000,
-        rounds: 7,
-    }) {
+    match args.bench.unwrap_or(Bench::All) {
         Bench::Xdp { repeat, rounds } => xdp::run(&args.out, repeat, rounds),
+        Bench::Maglev { rounds } => maglev::run(&args.out, rounds),
+        Bench::All => {
+            xdp::run(&args.out, 1_000_000, 7)?;
+            println!();
+            maglev::run(&args.out, 7)
+        }
     }
 }

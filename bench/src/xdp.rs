@@ -38,7 +38,7 @@ fn stats(mut samples: Vec<Duration>) -> (f64, f64) {
     (ns(samples[0]), ns(samples[samples.len() / 2]))
 }
 
-/// Times a program of the object other than the balancer.
+/// Times a program of the helper object (baselines and flow-table probes).
 fn time_baseline(
     program: &str,
     frame: &[u8],
@@ -67,7 +67,8 @@ fn time_baseline(
 }
 
 pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
-    let vip_tcp = frames::vip_tcp(40000);
+    let vip_tcp = frames::vip_tcp_established(40000);
+    let vip_syn = frames::vip_tcp(40000);
     let non_vip = frames::tcp(lb_tests::program::CLIENT, 40000, "10.99.0.10".parse()?, 80);
     let arp = frames::arp_who_has_vip();
     let mut harness = Harness::load();
@@ -91,10 +92,16 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
             time_baseline("xdp_tx_baseline", &vip_tcp, repeat, rounds)?,
         ),
         (
-            "VIP TCP, forwarded (DR)",
+            "VIP TCP established, forwarded",
             "xdp_lb",
             vip_tcp.len(),
             lb(&vip_tcp)?,
+        ),
+        (
+            "VIP TCP SYN (new flow), forwarded",
+            "xdp_lb",
+            vip_syn.len(),
+            lb(&vip_syn)?,
         ),
         (
             "non-VIP TCP, passed",
@@ -103,6 +110,18 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
             lb(&non_vip)?,
         ),
         ("ARP, passed", "xdp_lb", arp.len(), lb(&arp)?),
+        (
+            "flow table hit, shared LRU",
+            "flow_lru_shared",
+            vip_tcp.len(),
+            time_baseline("flow_lru_shared", &vip_tcp, repeat, rounds)?,
+        ),
+        (
+            "flow table hit, per-CPU LRU",
+            "flow_lru_percpu",
+            vip_tcp.len(),
+            time_baseline("flow_lru_percpu", &vip_tcp, repeat, rounds)?,
+        ),
     ];
     let tx_median = stats(measured[1].3.clone()).1;
     let cases: Vec<Case> = measured
@@ -125,12 +144,12 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
         "XDP per-packet cost (BPF_PROG_TEST_RUN, {repeat} runs x {rounds} rounds, kernel-timed)"
     );
     println!(
-        "{:<32} {:<16} {:>9} {:>11} {:>13} {:>11}",
+        "{:<34} {:<16} {:>9} {:>11} {:>13} {:>11}",
         "case", "program", "min ns", "median ns", "vs TX base", "Mpps/core"
     );
     for c in &cases {
         println!(
-            "{:<32} {:<16} {:>9.1} {:>11.1} {:>+13.1} {:>11.1}",
+            "{:<34} {:<16} {:>9.1} {:>11.1} {:>+13.1} {:>11.1}",
             c.name, c.program, c.min_ns, c.median_ns, c.over_tx_baseline_ns, c.mpps_per_core
         );
     }

@@ -32,6 +32,17 @@ pub fn vip_tcp(sport: u16) -> Vec<u8> {
     tcp(CLIENT, sport, VIP, 80)
 }
 
+/// A segment of an established connection to the VIP (ACK, no SYN).
+pub fn vip_tcp_established(sport: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(CLIENT.octets(), VIP.octets(), 64)
+        .tcp(sport, 80, 1000, 64240)
+        .ack(1);
+    let mut v = Vec::new();
+    b.write(&mut v, PAYLOAD).unwrap();
+    v
+}
+
 pub fn vip_udp(sport: u16) -> Vec<u8> {
     udp(CLIENT, sport, VIP, 80)
 }

@@ -23,12 +23,7 @@ macro_rules! harness {
     }};
 }
 
-/// A TCP segment of an established flow (ACK, no SYN).
-fn established(sport: u16) -> Vec<u8> {
-    let mut f = frames::vip_tcp(sport);
-    f[14 + 20 + 13] = 0x10;
-    f
-}
+use frames::vip_tcp_established as established;
 
 /// Runs `frame`, which must be forwarded, and returns the backend index it went to.
 fn forward(h: &mut Harness, frame: &[u8]) -> usize {
