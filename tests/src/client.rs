@@ -110,7 +110,9 @@ fn tcp_conn(
     Ok((name, reader.into_inner()))
 }
 
-fn tcp_connect(addr: SocketAddr, source_port: u16, timeout: Duration) -> Result<TcpStream> {
+/// Connects to `addr` from `source_port` (0: the kernel's choice). Call it in the client's
+/// namespace (see `netns::run_in`); the socket stays there.
+pub fn tcp_connect(addr: SocketAddr, source_port: u16, timeout: Duration) -> Result<TcpStream> {
     if source_port == 0 {
         return Ok(TcpStream::connect_timeout(&addr, timeout)?);
     }

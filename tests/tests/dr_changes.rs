@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use lb_tests::{netns, require_root, Lab, SourcePorts};
+use lb_tests::{client, netns, require_root, Lab, SourcePorts};
 use lb_userspace::{agent::ApplySummary, control::Command};
 
 const LONG_LIVED: u16 = 60;
@@ -27,6 +27,118 @@ fn ask(stream: &mut BufReader<TcpStream>) -> std::io::Result<String> {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
     Ok(line.trim().to_owned())
+}
+
+type Conn = (BufReader<TcpStream>, String);
+
+/// Opens `LONG_LIVED` connections inside the client's namespace (the sockets stay there;
+/// the test thread uses them afterwards); each knows the backend that first answered.
+/// Source ports sit below the kernel's ephemeral range, so closing them cannot leave a
+/// TIME_WAIT on a port a later fixed-port connection wants.
+fn open_long_lived(lab: &Lab) -> Vec<Conn> {
+    let vip = lab.vip();
+    netns::run_in(&lab.client().ns, || {
+        (0..LONG_LIVED)
+            .map(|i| {
+                let socket = client::tcp_connect(vip, 30_000 + i, Duration::from_secs(2))?;
+                socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+                let mut r = BufReader::new(socket);
+                let name = ask(&mut r)?;
+                Ok((r, name))
+            })
+            .collect()
+    })
+    .expect("long-lived connections open")
+}
+
+fn spread_of<'a>(names: impl Iterator<Item = &'a String>) -> BTreeMap<String, usize> {
+    let mut spread = BTreeMap::new();
+    for n in names {
+        *spread.entry(n.clone()).or_default() += 1;
+    }
+    spread
+}
+
+/// Streams on every connection until `stop`, then five more rounds. Each answer must come
+/// from the connection's first backend; only connections to `may_break` may fail (they
+/// are cut and counted). Returns (rounds, cut).
+fn stream(
+    mut conns: Vec<Conn>,
+    stop: Arc<AtomicBool>,
+    may_break: Option<String>,
+) -> std::thread::JoinHandle<(usize, usize)> {
+    std::thread::spawn(move || {
+        let mut rounds = 0;
+        let mut rounds_after_stop = 0;
+        let mut cut: Vec<usize> = Vec::new();
+        while rounds_after_stop < 5 {
+            if stop.load(Ordering::Relaxed) {
+                rounds_after_stop += 1;
+            }
+            for (i, (conn, name)) in conns.iter_mut().enumerate() {
+                if cut.contains(&i) {
+                    continue;
+                }
+                match ask(conn) {
+                    Ok(answer) => assert_eq!(
+                        &answer, name,
+                        "connection {i} moved from {name} to {answer}"
+                    ),
+                    Err(_) if may_break.as_ref() == Some(name) => cut.push(i),
+                    Err(e) => panic!("connection {i} to {name} broke: {e}"),
+                }
+            }
+            rounds += 1;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (rounds, cut.len())
+    })
+}
+
+/// Rewrites the agent's config and asks it to reload.
+fn reload(
+    lab: &Lab,
+    lbd: &lb_tests::LbdGuard<'_>,
+    config: &std::path::Path,
+    backends: &[(Ipv4Addr, u32)],
+) -> ApplySummary {
+    std::fs::write(config, lab.lbd_config_with(0, backends)).unwrap();
+    serde_json::from_value(lbd.request(&Command::Reload).expect("reload")).unwrap()
+}
+
+/// New connections from fixed source ports; returns backend name → count.
+fn new_connections(lab: &Lab, first_port: u16) -> BTreeMap<String, usize> {
+    let results = lab.tcp_requests_from(
+        lab.vip(),
+        SourcePorts::From(first_port),
+        NEW_CONNECTIONS,
+        1,
+        Duration::from_secs(2),
+    );
+    spread_of(
+        results
+            .into_iter()
+            .map(|r| r.expect("new connection"))
+            .collect::<Vec<_>>()
+            .iter(),
+    )
+}
+
+fn assert_weighted(spread: &BTreeMap<String, usize>, expected: &[(&str, f64)]) {
+    let total: f64 = expected.iter().map(|(_, w)| w).sum();
+    for (name, weight) in expected {
+        let want = NEW_CONNECTIONS as f64 * weight / total;
+        let got = spread.get(*name).copied().unwrap_or(0) as f64;
+        assert!(
+            (got - want).abs() <= want * 0.25,
+            "{name} got {got}, expected {want} ± 25%: {spread:?}"
+        );
+    }
+    let named: std::collections::HashSet<&str> = expected.iter().map(|(n, _)| *n).collect();
+    assert!(
+        spread.keys().all(|k| named.contains(k.as_str())),
+        "connections outside the set: {spread:?}"
+    );
 }
 
 #[test]
@@ -45,67 +157,20 @@ fn long_lived_connections_survive_a_backend_added_and_another_removed() {
         .unwrap();
     let lbd = lab.start_lbd(&config).expect("lbd starts");
 
-    // Long-lived connections from fixed source ports, opened inside the client's namespace
-    // (the sockets stay there; the test thread uses them afterwards).
-    let vip = lab.vip();
-    let conns: Vec<(BufReader<TcpStream>, String)> = netns::run_in(&lab.client().ns, || {
-        (0..LONG_LIVED)
-            .map(|_| {
-                let socket = std::net::TcpStream::connect_timeout(&vip, Duration::from_secs(2))?;
-                socket.set_read_timeout(Some(Duration::from_secs(2)))?;
-                let mut r = BufReader::new(socket);
-                let name = ask(&mut r)?;
-                Ok((r, name))
-            })
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(Into::into)
-    })
-    .expect("long-lived connections open");
-    let mut per_backend: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, n) in &conns {
-        *per_backend.entry(n.clone()).or_default() += 1;
-    }
+    let conns = open_long_lived(&lab);
+    let per_backend = spread_of(conns.iter().map(|(_, n)| n));
     for n in &names[..3] {
         assert!(
-            per_backend.get(n.as_str()).copied().unwrap_or(0) > 0,
+            per_backend.get(n).copied().unwrap_or(0) > 0,
             "no long-lived connection on {n}: {per_backend:?}"
         );
     }
 
     // Stream on every connection while the change is applied.
     let stop = Arc::new(AtomicBool::new(false));
-    let streamer = {
-        let stop = stop.clone();
-        let removed = names[2].clone();
-        let mut conns = conns;
-        std::thread::spawn(move || {
-            let mut rounds = 0;
-            let mut cut: Vec<usize> = Vec::new();
-            while !stop.load(Ordering::Relaxed) || rounds < 5 {
-                for (i, (conn, name)) in conns.iter_mut().enumerate() {
-                    if cut.contains(&i) {
-                        continue;
-                    }
-                    match ask(conn) {
-                        Ok(answer) => assert_eq!(
-                            &answer, name,
-                            "connection {i} moved from {name} to {answer}"
-                        ),
-                        // Only the removed backend's connections may break.
-                        Err(_) if *name == removed => cut.push(i),
-                        Err(e) => panic!("connection {i} to {name} broke: {e}"),
-                    }
-                }
-                rounds += 1;
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            (rounds, cut.len(), conns)
-        })
-    };
+    let streamer = stream(conns, stop.clone(), Some(names[2].clone()));
     std::thread::sleep(Duration::from_millis(200));
-    std::fs::write(&config, lab.lbd_config_with(0, &after)).unwrap();
-    let summary: ApplySummary =
-        serde_json::from_value(lbd.request(&Command::Reload).expect("reload")).unwrap();
+    let summary = reload(&lab, &lbd, &config, &after);
     // Both VIPs (TCP and UDP) lose b3 and gain b4.
     assert_eq!(
         (
@@ -119,7 +184,7 @@ fn long_lived_connections_survive_a_backend_added_and_another_removed() {
     );
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
-    let (rounds, cut, conns) = streamer
+    let (rounds, cut) = streamer
         .join()
         .expect("surviving connections kept their backend");
     let removed_count = per_backend[&names[2]];
@@ -128,36 +193,75 @@ fn long_lived_connections_survive_a_backend_added_and_another_removed() {
         cut, removed_count,
         "every connection of the removed backend moves (its packets now reach another backend)"
     );
-    drop(conns);
 
     // The removed backend's clients reconnect, to the others; new connections follow the
     // new weights (1:1:2) within ±25 %, and none reaches the removed backend.
     let b3_before = lab.backends()[2].servers.tcp_connections();
-    let results = lab.tcp_requests_from(
-        vip,
-        SourcePorts::From(44_000),
-        NEW_CONNECTIONS,
-        1,
-        Duration::from_secs(2),
-    );
-    let mut spread: BTreeMap<String, usize> = BTreeMap::new();
-    for r in results {
-        *spread.entry(r.expect("new connection")).or_default() += 1;
-    }
+    let spread = new_connections(&lab, 44_000);
     eprintln!("new connections: {spread:?}");
     assert_eq!(
         lab.backends()[2].servers.tcp_connections(),
         b3_before,
         "the removed backend got new connections"
     );
-    assert!(!spread.contains_key(&names[2]));
-    for (i, weight) in [(0usize, 1.0), (1, 1.0), (3, 2.0)] {
-        let expected = NEW_CONNECTIONS as f64 * weight / 4.0;
-        let got = spread.get(&names[i]).copied().unwrap_or(0) as f64;
-        assert!(
-            (got - expected).abs() <= expected * 0.25,
-            "{} got {got}, expected {expected} ± 25%: {spread:?}",
-            names[i]
-        );
+    assert_weighted(
+        &spread,
+        &[(&names[0], 1.0), (&names[1], 1.0), (&names[3], 2.0)],
+    );
+}
+
+#[test]
+fn a_drained_backend_keeps_its_connections_and_gets_no_new_ones() {
+    if !require_root("a_drained_backend_keeps_its_connections_and_gets_no_new_ones") {
+        return;
     }
+    let lab = Lab::new().expect("lab setup");
+    let addr = |i: usize| lab.backends()[i].node.addr;
+    let names: Vec<String> = lab.backends().iter().map(|b| b.name().to_owned()).collect();
+    let config = lab
+        .write_file(
+            "lbd.toml",
+            &lab.lbd_config_with(0, &[(addr(0), 1), (addr(1), 1), (addr(2), 1)]),
+        )
+        .unwrap();
+    let lbd = lab.start_lbd(&config).expect("lbd starts");
+    let conns = open_long_lived(&lab);
+    let per_backend = spread_of(conns.iter().map(|(_, n)| n));
+    assert!(
+        per_backend.get(&names[0]).copied().unwrap_or(0) > 0,
+        "{per_backend:?}"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    // Nothing may break: draining moves no established connection.
+    let streamer = stream(conns, stop.clone(), None);
+    std::thread::sleep(Duration::from_millis(200));
+    let summary = reload(
+        &lab,
+        &lbd,
+        &config,
+        &[(addr(0), 0), (addr(1), 1), (addr(2), 1)],
+    );
+    assert_eq!(
+        (
+            summary.backends_added,
+            summary.backends_removed,
+            summary.vips_changed
+        ),
+        (0, 0, 2),
+        "{summary:?}"
+    );
+    let b1_before = lab.backends()[0].servers.tcp_connections();
+    let spread = new_connections(&lab, 46_000);
+    stop.store(true, Ordering::Relaxed);
+    let (rounds, cut) = streamer
+        .join()
+        .expect("every connection kept its backend, the drained one's too");
+    eprintln!("{rounds} streaming rounds, {cut} cut; new connections: {spread:?}");
+    assert_eq!(
+        lab.backends()[0].servers.tcp_connections(),
+        b1_before,
+        "the drained backend got new connections"
+    );
+    assert_weighted(&spread, &[(&names[1], 1.0), (&names[2], 1.0)]);
 }
