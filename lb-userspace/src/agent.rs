@@ -496,7 +496,7 @@ fn maglev_table(v: &VipState, seed: u32) -> Vec<u32> {
                     address: b.address,
                     port: v.config.port,
                 },
-                b.weight,
+                b.effective_weight(),
             )
         })
         .collect();

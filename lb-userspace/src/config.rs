@@ -18,7 +18,7 @@ use lb_common::{
     flow::DEFAULT_FLOW_CAPACITY,
     vip::MAX_VIPS,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_spanned::Spanned;
 
 /// Default control socket path.
@@ -35,7 +35,7 @@ pub const DEFAULT_UDP_IDLE: Duration = Duration::from_secs(300);
 pub const MAX_WEIGHT: u32 = 10_000;
 
 /// How the XDP program attaches.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpMode {
     /// In the driver: fastest, what production NICs and veth support.
@@ -54,7 +54,7 @@ impl fmt::Display for XdpMode {
     }
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -79,7 +79,7 @@ impl fmt::Display for Protocol {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ForwardingMode {
     /// Direct return: rewrite MACs only; backends hold the VIP on loopback.
@@ -87,14 +87,16 @@ pub enum ForwardingMode {
     Dr,
 }
 
-/// The validated configuration.
-#[derive(Clone, Debug, PartialEq)]
+/// The validated configuration. Serializes back to the TOML it was read from (`lbctl
+/// config save`), so `parse(&to_toml(c)) == c`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
     pub agent: AgentConfig,
+    #[serde(rename = "vip")]
     pub vips: Vec<VipConfig>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AgentConfig {
     pub interface: String,
     pub xdp_mode: XdpMode,
@@ -102,11 +104,13 @@ pub struct AgentConfig {
     pub control_socket: PathBuf,
     pub table_capacity: u32,
     pub flow_table_size: u32,
+    #[serde(with = "humantime_serde")]
     pub tcp_idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
     pub udp_idle_timeout: Duration,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct VipConfig {
     pub name: String,
     pub address: IpAddr,
@@ -115,13 +119,27 @@ pub struct VipConfig {
     pub mode: ForwardingMode,
     pub table_size: u32,
     pub source_affinity: bool,
+    #[serde(rename = "backend")]
     pub backends: Vec<BackendConfig>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BackendConfig {
     pub address: IpAddr,
     pub weight: u32,
+    /// Drained: no new flows, established ones stay; `weight` is kept for undrain.
+    pub drain: bool,
+}
+
+impl BackendConfig {
+    /// The weight Maglev uses: 0 while drained.
+    pub fn effective_weight(&self) -> u32 {
+        if self.drain {
+            0
+        } else {
+            self.weight
+        }
+    }
 }
 
 // The raw, span-carrying shape of the file. Validation turns it into `Config`.
@@ -178,6 +196,8 @@ struct RawBackend {
     address: Spanned<IpAddr>,
     #[serde(default)]
     weight: Option<Spanned<u32>>,
+    #[serde(default)]
+    drain: bool,
 }
 
 /// One problem in a config file, located for the operator.
@@ -435,6 +455,7 @@ impl Validator<'_> {
                 backends.push(BackendConfig {
                     address: baddr,
                     weight,
+                    drain: b.drain,
                 });
             }
             total_backends += backends.len();
@@ -479,6 +500,12 @@ impl Validator<'_> {
             Err(self.diagnostics)
         }
     }
+}
+
+/// The config as TOML, in the file's own schema (every key written, defaults included).
+pub fn to_toml(config: &Config) -> String {
+    let body = toml::to_string_pretty(config).expect("a validated config always serializes");
+    format!("# Written by lbd (`lbctl config save`). Reference: docs/config.md\n\n{body}")
 }
 
 /// 1-based line and column of a byte offset.

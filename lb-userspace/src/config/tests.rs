@@ -154,6 +154,7 @@ fn every_key_is_documented() {
         "tcp_idle_timeout",
         "udp_idle_timeout",
         "source_affinity",
+        "drain",
         "name",
         "address",
         "port",
@@ -167,4 +168,25 @@ fn every_key_is_documented() {
             "docs/config.md lacks a row for `{key}`"
         );
     }
+}
+
+#[test]
+fn a_config_round_trips_through_toml() {
+    let text = "[agent]\ninterface = \"eth1\"\nxdp_mode = \"generic\"\nhash_seed = 9\ncontrol_socket = \"/tmp/x.sock\"\n\
+                table_capacity = 200000\nflow_table_size = 1000\ntcp_idle_timeout = \"15m\"\nudp_idle_timeout = \"30s\"\n\
+                [[vip]]\nname = \"web\"\naddress = \"10.0.0.1\"\nport = 443\nprotocol = \"tcp\"\ntable_size = 7\nsource_affinity = true\n\
+                [[vip.backend]]\naddress = \"10.0.0.2\"\nweight = 3\ndrain = true\n\
+                [[vip]]\naddress = \"10.0.0.1\"\nport = 53\nprotocol = \"udp\"\n";
+    let c = parse(text).unwrap();
+    assert!(c.vips[0].backends[0].drain && c.vips[0].backends[0].effective_weight() == 0);
+    let saved = to_toml(&c);
+    assert_eq!(
+        parse(&saved).unwrap_or_else(|d| panic!("{d:?}\n{saved}")),
+        c,
+        "{saved}"
+    );
+    assert_eq!(
+        parse(&to_toml(&parse(GOOD).unwrap())).unwrap(),
+        parse(GOOD).unwrap()
+    );
 }
