@@ -57,12 +57,15 @@ fn ok_or_fail(ok: bool) -> Result<(), CheckError> {
     }
 }
 
+/// Initial state, rise, fall, results, expected transitions.
+type Case = (Initial, u32, u32, &'static str, &'static [(usize, State)]);
+
 /// Hand-written sequences: `+` a passed check, `-` a failed one; `expect` lists
 /// `(index of the check, new state)` for every transition.
 #[test]
 fn rise_fall_table() {
     use State::{Down, Up};
-    let cases: &[(Initial, u32, u32, &str, &[(usize, State)])] = &[
+    let cases: &[Case] = &[
         // Start up on probation: the first failure is enough, whatever fall is.
         (Initial::Up, 2, 3, "-", &[(0, Down)]),
         (Initial::Up, 2, 3, "-++", &[(0, Down), (2, Up)]),
@@ -118,9 +121,39 @@ fn reference(initial: Initial, rise: u32, fall: u32, seq: &[bool]) -> Vec<State>
     states
 }
 
+/// Feeds `seq` to a fresh scheduler and checks every step against [`reference`].
+fn replay(initial: Initial, rise: u32, fall: u32, seq: &[bool]) {
+    let expect = reference(initial, rise, fall, seq);
+    let t0 = Instant::now();
+    let mut s = scheduler(t0, 1);
+    let id = BackendId(1);
+    s.add_backend(t0, id, target(1), spec(rise, fall, initial));
+    let mut state = s.state(id).unwrap();
+    for (i, &ok) in seq.iter().enumerate() {
+        let what = format!("{initial:?} rise={rise} fall={fall} {seq:?} at {i}");
+        if let Some(t) = check(&mut s, id, ok_or_fail(ok)) {
+            assert_eq!(t.from, state, "{what}");
+            assert_ne!(t.to, state, "{what}");
+            match &t.reason {
+                Reason::Passed { successes } => {
+                    assert_eq!(t.to, State::Up, "{what}");
+                    assert!(*successes >= rise, "{what}");
+                }
+                Reason::Failed { failures, .. } => {
+                    assert_eq!(t.to, State::Down, "{what}");
+                    assert!(*failures >= 1, "{what}");
+                }
+                r => panic!("{what}: unexpected reason {r:?}"),
+            }
+            state = t.to;
+        }
+        assert_eq!(state, expect[i], "{what}");
+        assert_eq!(s.state(id), Some(state), "{what}");
+    }
+}
+
 #[test]
 fn every_sequence_up_to_8_checks_for_rise_and_fall_1_to_3() {
-    let t0 = Instant::now();
     let mut sequences = 0;
     for initial in [Initial::Up, Initial::Down] {
         for rise in 1..=3 {
@@ -128,37 +161,7 @@ fn every_sequence_up_to_8_checks_for_rise_and_fall_1_to_3() {
                 for len in 0..=8usize {
                     for bits in 0u32..(1 << len) {
                         let seq: Vec<bool> = (0..len).map(|i| bits & (1 << i) != 0).collect();
-                        let expect = reference(initial, rise, fall, &seq);
-                        let mut s = scheduler(t0, 1);
-                        let id = BackendId(bits as u64);
-                        s.add_backend(t0, id, target(1), spec(rise, fall, initial));
-                        let mut state = s.state(id).unwrap();
-                        for (i, &ok) in seq.iter().enumerate() {
-                            let t = check(&mut s, id, ok_or_fail(ok));
-                            let what =
-                                format!("{initial:?} rise={rise} fall={fall} {seq:?} at {i}");
-                            match t {
-                                Some(t) => {
-                                    assert_eq!(t.from, state, "{what}");
-                                    assert_ne!(t.to, state, "{what}");
-                                    match &t.reason {
-                                        Reason::Passed { successes } => {
-                                            assert_eq!(t.to, State::Up, "{what}");
-                                            assert!(*successes >= rise, "{what}");
-                                        }
-                                        Reason::Failed { failures, .. } => {
-                                            assert_eq!(t.to, State::Down, "{what}");
-                                            assert!(*failures >= 1, "{what}");
-                                        }
-                                        r => panic!("{what}: unexpected reason {r:?}"),
-                                    }
-                                    state = t.to;
-                                }
-                                None => {}
-                            }
-                            assert_eq!(state, expect[i], "{what}");
-                            assert_eq!(s.state(id), Some(state), "{what}");
-                        }
+                        replay(initial, rise, fall, &seq);
                         sequences += 1;
                     }
                 }

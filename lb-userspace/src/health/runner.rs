@@ -1,0 +1,264 @@
+//! The driver: owns a [`Scheduler`], starts the checks it says are due (each a tokio task,
+//! at most `max_in_flight` at once), feeds their results back, and sends every
+//! [`Transition`] on a channel the agent reads. The agent talks to it through a cloneable
+//! [`HealthHandle`]; the runner stops when the last handle is dropped.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    net::SocketAddr,
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::{future::BoxFuture, FutureExt};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::{AbortHandle, JoinSet},
+};
+
+use super::{
+    check,
+    scheduler::{
+        BackendId, BackendStatus, Forced, Scheduler, SchedulerConfig, Ticket, Transition,
+        UnknownBackend,
+    },
+    spec::{CheckError, CheckSpec, ErrorKind},
+};
+
+#[cfg(test)]
+mod tests;
+
+/// Runs one check. The default is [`check::run`]; tests put in checks that hang or count.
+pub type Checker = Arc<
+    dyn Fn(Arc<CheckSpec>, SocketAddr) -> BoxFuture<'static, Result<(), CheckError>> + Send + Sync,
+>;
+
+/// Transitions buffered for a slow reader before the runner waits for it.
+const TRANSITION_BUFFER: usize = 1024;
+
+pub struct HealthRunner {
+    scheduler: Scheduler,
+    commands: mpsc::UnboundedReceiver<Command>,
+    transitions: mpsc::Sender<Transition>,
+    checker: Checker,
+}
+
+/// Talks to a running [`HealthRunner`]. Changes are applied in the order sent.
+#[derive(Clone, Debug)]
+pub struct HealthHandle {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandleError {
+    UnknownBackend(BackendId),
+    /// The runner has stopped.
+    Stopped,
+}
+
+impl fmt::Display for HandleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandleError::UnknownBackend(id) => UnknownBackend(*id).fmt(f),
+            HandleError::Stopped => f.write_str("the health checker has stopped"),
+        }
+    }
+}
+
+impl std::error::Error for HandleError {}
+
+enum Command {
+    Add(BackendId, SocketAddr, Arc<CheckSpec>),
+    Remove(BackendId),
+    Force(
+        BackendId,
+        Option<Forced>,
+        oneshot::Sender<Result<(), UnknownBackend>>,
+    ),
+    Snapshot(oneshot::Sender<Vec<BackendStatus>>),
+}
+
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Add(id, target, _) => write!(f, "Add({id}, {target})"),
+            Command::Remove(id) => write!(f, "Remove({id})"),
+            Command::Force(id, forced, _) => write!(f, "Force({id}, {forced:?})"),
+            Command::Snapshot(_) => f.write_str("Snapshot"),
+        }
+    }
+}
+
+impl HealthRunner {
+    /// A runner with the real checkers; run it with `tokio::spawn(runner.run())`.
+    pub fn new(
+        config: SchedulerConfig,
+    ) -> (HealthRunner, HealthHandle, mpsc::Receiver<Transition>) {
+        HealthRunner::with_checker(
+            config,
+            Arc::new(|spec, target| async move { check::run(&spec, target).await }.boxed()),
+        )
+    }
+
+    pub fn with_checker(
+        config: SchedulerConfig,
+        checker: Checker,
+    ) -> (HealthRunner, HealthHandle, mpsc::Receiver<Transition>) {
+        let (command_tx, commands) = mpsc::unbounded_channel();
+        let (transitions, transition_rx) = mpsc::channel(TRANSITION_BUFFER);
+        let runner = HealthRunner {
+            scheduler: Scheduler::new(Instant::now(), config),
+            commands,
+            transitions,
+            checker,
+        };
+        (
+            runner,
+            HealthHandle {
+                commands: command_tx,
+            },
+            transition_rx,
+        )
+    }
+
+    pub async fn run(mut self) {
+        let mut tasks: JoinSet<(Ticket, Result<(), CheckError>)> = JoinSet::new();
+        let mut running: HashMap<Ticket, AbortHandle> = HashMap::new();
+        loop {
+            let now = Instant::now();
+            for transition in self.scheduler.handle_timeout(now) {
+                self.emit(transition).await;
+            }
+            // Checks the scheduler gave up on hold sockets or processes: stop them.
+            running.retain(|&ticket, task| {
+                let keep = self.scheduler.is_running(ticket);
+                if !keep {
+                    task.abort();
+                }
+                keep
+            });
+            while let Some(due) = self.scheduler.poll_due(now) {
+                let check = (self.checker)(due.spec, due.target);
+                let ticket = due.ticket;
+                let task = tasks.spawn(async move {
+                    let result =
+                        AssertUnwindSafe(check)
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(CheckError::new(
+                                    ErrorKind::Local,
+                                    "the checker panicked (a bug in lbd)",
+                                ))
+                            });
+                    (ticket, result)
+                });
+                running.insert(ticket, task);
+            }
+
+            let wake = self.scheduler.poll_timeout();
+            let sleep = tokio::time::sleep_until(
+                wake.map(tokio::time::Instant::from_std)
+                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
+            );
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(command) => self.apply(command).await,
+                    None => break,
+                },
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    // Aborted tasks are the only other outcome; they were already given up on.
+                    if let Ok((ticket, result)) = joined {
+                        running.remove(&ticket);
+                        if let Some(transition) = self.scheduler.on_result(Instant::now(), ticket, result) {
+                            self.emit(transition).await;
+                        }
+                    }
+                }
+                () = sleep, if wake.is_some() => {}
+            }
+        }
+    }
+
+    async fn apply(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::Add(id, target, spec) => {
+                self.scheduler.add_backend(now, id, target, spec);
+            }
+            Command::Remove(id) => {
+                self.scheduler.remove_backend(id);
+            }
+            Command::Force(id, forced, reply) => {
+                let result = match forced {
+                    Some(forced) => self.scheduler.force(now, id, forced),
+                    None => self.scheduler.clear_force(now, id),
+                };
+                let _ = reply.send(result.as_ref().map(drop).map_err(|e| *e));
+                if let Ok(Some(transition)) = result {
+                    self.emit(transition).await;
+                }
+            }
+            Command::Snapshot(reply) => {
+                let _ = reply.send(self.scheduler.snapshot());
+            }
+        }
+    }
+
+    async fn emit(&self, transition: Transition) {
+        // Nobody listening is no reason to stop checking: the state still shows in snapshots.
+        let _ = self.transitions.send(transition).await;
+    }
+}
+
+impl HealthHandle {
+    /// Starts checking a backend, or updates its target and spec (its state is kept).
+    pub fn add_backend(
+        &self,
+        id: BackendId,
+        target: SocketAddr,
+        spec: Arc<CheckSpec>,
+    ) -> Result<(), HandleError> {
+        self.send(Command::Add(id, target, spec))
+    }
+
+    pub fn remove_backend(&self, id: BackendId) -> Result<(), HandleError> {
+        self.send(Command::Remove(id))
+    }
+
+    /// Imposes a state until [`clear_force`](Self::clear_force); the resulting transition,
+    /// if any, comes on the transition channel like any other.
+    pub async fn force(&self, id: BackendId, forced: Forced) -> Result<(), HandleError> {
+        self.force_or_clear(id, Some(forced)).await
+    }
+
+    pub async fn clear_force(&self, id: BackendId) -> Result<(), HandleError> {
+        self.force_or_clear(id, None).await
+    }
+
+    pub async fn snapshot(&self) -> Result<Vec<BackendStatus>, HandleError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Snapshot(tx))?;
+        rx.await.map_err(|_| HandleError::Stopped)
+    }
+
+    async fn force_or_clear(
+        &self,
+        id: BackendId,
+        forced: Option<Forced>,
+    ) -> Result<(), HandleError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Force(id, forced, tx))?;
+        rx.await
+            .map_err(|_| HandleError::Stopped)?
+            .map_err(|UnknownBackend(id)| HandleError::UnknownBackend(id))
+    }
+
+    fn send(&self, command: Command) -> Result<(), HandleError> {
+        self.commands
+            .send(command)
+            .map_err(|_| HandleError::Stopped)
+    }
+}
