@@ -6,6 +6,7 @@
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
+    path::{Path, PathBuf},
     time::Instant,
 };
 
@@ -20,12 +21,13 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::{
-    config::{AgentConfig, Config, ForwardingMode, Protocol, VipConfig},
+    config::{self, AgentConfig, Config, ForwardingMode, Protocol, VipConfig},
     control::{
         BackendStats, Command, ReasonStats, Response, StatsReport, StatusReport, VerdictStats,
         VipStats,
     },
     dataplane::Dataplane,
+    edit::{self, Edit},
     layout::{IdPool, SlotPool},
     maglev::{self, BackendKey},
     net::{format_mac, Link},
@@ -74,6 +76,8 @@ struct Placement {
 
 pub struct Agent {
     config: Config,
+    /// The file the config came from: `reload` re-reads it, `config save` writes it.
+    config_path: PathBuf,
     link: Link,
     dp: Dataplane,
     vips: Vec<VipState>,
@@ -86,7 +90,12 @@ pub struct Agent {
 
 impl Agent {
     /// Programs every map from `config` (the program is not attached yet).
-    pub fn new(config: Config, link: Link, mut dp: Dataplane) -> anyhow::Result<Agent> {
+    pub fn new(
+        config: Config,
+        config_path: PathBuf,
+        link: Link,
+        mut dp: Dataplane,
+    ) -> anyhow::Result<Agent> {
         dp.set_iface(link.index, link.mac)?;
         let empty = Config {
             agent: config.agent.clone(),
@@ -97,6 +106,7 @@ impl Agent {
             backend_ids: IdPool::new(MAX_BACKENDS),
             slots: SlotPool::new(config.agent.table_capacity),
             config: empty,
+            config_path,
             link,
             dp,
             vips: Vec::new(),
@@ -398,17 +408,128 @@ impl Agent {
         Ok(())
     }
 
-    /// Answers the read-only control commands; `reload` needs the file and is handled by
-    /// the IO shell, which calls [`Agent::apply`].
+    /// Answers a control request. Every mutation is planned and validated in full before
+    /// anything is written, so a refused request leaves the state exactly as it was.
     pub fn handle(&mut self, command: &Command) -> Response {
-        match command {
-            Command::Status => Response::ok(self.status()),
-            Command::Stats => match self.stats() {
-                Ok(s) => Response::ok(s),
-                Err(e) => Response::err(format!("reading counters: {e:#}")),
+        let vip = |v: &String| v.clone();
+        let edit = match command {
+            Command::Status => return Response::ok(self.status()),
+            Command::Stats => {
+                return self.stats().map_or_else(
+                    |e| Response::err(format!("reading counters: {e:#}")),
+                    Response::ok,
+                )
+            }
+            Command::Reload => return self.reload().map_or_else(Response::err, Response::ok),
+            Command::VipList => return Response::ok(&self.config.vips),
+            Command::VipShow { vip } => {
+                return self.vip_show(vip).map_or_else(Response::err, Response::ok)
+            }
+            Command::BackendList { vip } => {
+                return self
+                    .vip_show(vip)
+                    .map_or_else(Response::err, |s| Response::ok(s.backends));
+            }
+            Command::ConfigShow => {
+                return Response::ok(serde_json::json!({ "toml": config::to_toml(&self.config) }))
+            }
+            Command::ConfigSave { path } => {
+                return self
+                    .config_save(path.as_deref())
+                    .map_or_else(Response::err, Response::ok)
+            }
+            Command::State => {
+                return match self.dp.snapshot() {
+                    Ok(maps) => Response::ok(
+                        serde_json::json!({ "config": config::to_toml(&self.config), "maps": maps }),
+                    ),
+                    Err(e) => Response::err(format!("reading maps: {e:#}")),
+                };
+            }
+            Command::VipAdd { vip } => Edit::VipAdd(vip.clone()),
+            Command::VipDel { vip: v } => Edit::VipDel { vip: vip(v) },
+            Command::BackendAdd {
+                vip: v,
+                address,
+                weight,
+            } => Edit::BackendAdd {
+                vip: vip(v),
+                address: *address,
+                weight: *weight,
             },
-            Command::Reload => Response::err("reload is handled by lbd's main loop"),
+            Command::BackendDel { vip: v, address } => Edit::BackendDel {
+                vip: vip(v),
+                address: *address,
+            },
+            Command::BackendWeight {
+                vip: v,
+                address,
+                weight,
+            } => Edit::BackendWeight {
+                vip: vip(v),
+                address: *address,
+                weight: *weight,
+            },
+            Command::BackendDrain { vip: v, address } => Edit::BackendDrain {
+                vip: vip(v),
+                address: *address,
+                drain: true,
+            },
+            Command::BackendUndrain { vip: v, address } => Edit::BackendDrain {
+                vip: vip(v),
+                address: *address,
+                drain: false,
+            },
+        };
+        let result = edit::apply(&self.config, &edit)
+            .and_then(|new| self.apply(new).map_err(|e| format!("{e:#}")));
+        match result {
+            Ok(summary) => {
+                info!(?edit, ?summary, "runtime change applied (not saved: `lbctl config save` keeps it across restarts)");
+                Response::ok(summary)
+            }
+            Err(e) => Response::err(format!("{e}; nothing was changed")),
         }
+    }
+
+    /// Re-reads the config file and applies the difference; on any error nothing changes
+    /// and the error says why (with every config problem located).
+    pub fn reload(&mut self) -> Result<ApplySummary, String> {
+        let config = config::load(&self.config_path)
+            .map_err(|e| format!("{e}reload refused: the running configuration is unchanged"))?;
+        let summary = self
+            .apply(config)
+            .map_err(|e| format!("reload refused: {e:#}"))?;
+        info!(
+            ?summary,
+            "configuration reloaded from {}",
+            self.config_path.display()
+        );
+        Ok(summary)
+    }
+
+    fn config_save(&self, path: Option<&Path>) -> Result<serde_json::Value, String> {
+        let path = path.unwrap_or(&self.config_path);
+        let text = config::to_toml(&self.config);
+        // Write beside and rename: a crash mid-write never leaves half a config.
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, &text)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        info!("effective configuration saved to {}", path.display());
+        Ok(serde_json::json!({ "path": path, "bytes": text.len() }))
+    }
+
+    fn vip_show(&self, selector: &str) -> Result<VipStats, String> {
+        let i = edit::find_vip(&self.config, selector)?;
+        let stats = self
+            .stats()
+            .map_err(|e| format!("reading counters: {e:#}"))?;
+        Ok(stats
+            .vips
+            .into_iter()
+            .nth(i)
+            .expect("stats list every VIP in config order"))
     }
 
     pub fn status(&self) -> StatusReport {
@@ -426,6 +547,7 @@ impl Agent {
     }
 
     pub fn stats(&self) -> anyhow::Result<StatsReport> {
+        let flows = self.dp.flows_per_backend()?;
         let mut vips = Vec::with_capacity(self.vips.len());
         for v in &self.vips {
             let c = self.dp.vip_counter(v.info.id)?;
@@ -435,6 +557,8 @@ impl Agent {
                 backends.push(BackendStats {
                     address: b.address,
                     weight: b.weight,
+                    drain: b.drain,
+                    active_flows: flows.get(&id).copied().unwrap_or(0),
                     mac: self.macs.get(&b.address).map(format_mac),
                     packets: bc.packets,
                     bytes: bc.bytes,

@@ -110,7 +110,8 @@ pub struct AgentConfig {
     pub udp_idle_timeout: Duration,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// Also deserialized, by `lbctl`, from the agent's `vip_list` reply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VipConfig {
     pub name: String,
     pub address: IpAddr,
@@ -123,7 +124,7 @@ pub struct VipConfig {
     pub backends: Vec<BackendConfig>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackendConfig {
     pub address: IpAddr,
     pub weight: u32,

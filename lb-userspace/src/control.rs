@@ -14,12 +14,14 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::IpAddr,
     os::unix::net::UnixStream,
-    path::Path,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
+
+use crate::edit::VipSpec;
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -45,6 +47,60 @@ pub enum Command {
     Stats,
     /// Re-read the config file and apply the difference.
     Reload,
+    /// Every VIP with its settings and backends.
+    VipList,
+    /// One VIP (name or `ADDRESS:PORT/PROTOCOL`), its backends and counters.
+    VipShow {
+        vip: String,
+    },
+    VipAdd {
+        vip: VipSpec,
+    },
+    VipDel {
+        vip: String,
+    },
+    /// A VIP's backends with weight, drain, MAC, counters and active flows.
+    BackendList {
+        vip: String,
+    },
+    BackendAdd {
+        vip: String,
+        address: IpAddr,
+        #[serde(default = "default_weight")]
+        weight: u32,
+    },
+    BackendDel {
+        vip: String,
+        address: IpAddr,
+    },
+    BackendWeight {
+        vip: String,
+        address: IpAddr,
+        weight: u32,
+    },
+    /// No new flows for the backend; established ones stay.
+    BackendDrain {
+        vip: String,
+        address: IpAddr,
+    },
+    BackendUndrain {
+        vip: String,
+        address: IpAddr,
+    },
+    /// The effective configuration as TOML (runtime changes included).
+    ConfigShow,
+    /// Write the effective configuration to `path`, or over the file lbd was started with.
+    ConfigSave {
+        #[serde(default)]
+        path: Option<PathBuf>,
+    },
+    /// The effective configuration and a snapshot of the maps: two equal answers mean
+    /// nothing changed (used by tests to prove a refused request changed nothing).
+    State,
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 /// The server's answer.
@@ -123,10 +179,13 @@ pub struct VipStats {
 pub struct BackendStats {
     pub address: IpAddr,
     pub weight: u32,
+    pub drain: bool,
     /// Resolved MAC, or `None` while the neighbour is unresolved.
     pub mac: Option<String>,
     pub packets: u64,
     pub bytes: u64,
+    /// Entries of the flow table pinned to this backend.
+    pub active_flows: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -29,6 +29,13 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub static HELPERS_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/helpers"));
 
+/// The configuration maps in a comparable form (see [`Dataplane::snapshot`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MapSnapshot {
+    pub vips: Vec<String>,
+    pub backends: Vec<String>,
+}
+
 /// The balancing program's name in the object.
 pub const PROGRAM: &str = "xdp_lb";
 
@@ -233,15 +240,59 @@ impl Dataplane {
         zero_per_cpu(&mut self.ebpf, "BACKEND_STATS", id)
     }
 
-    /// Number of entries in the flow table (walks it: for tests and diagnostics).
-    pub fn flow_count(&self) -> anyhow::Result<usize> {
+    /// Flow-table entries per backend id. Walks the whole table (one syscall per entry),
+    /// so it is for on-demand stats, not for a hot path.
+    pub fn flows_per_backend(&self) -> anyhow::Result<std::collections::HashMap<u32, u64>> {
         let m = self
             .ebpf
             .map("FLOWS")
             .ok_or_else(|| anyhow!("map FLOWS missing from the XDP object"))?;
-        Ok(HashMap::<_, FlowKey, FlowEntry>::try_from(m)?
-            .keys()
-            .count())
+        let mut counts = std::collections::HashMap::new();
+        // Entries evicted while we walk end the walk early or are skipped: an estimate.
+        for (_, entry) in HashMap::<_, FlowKey, FlowEntry>::try_from(m)?
+            .iter()
+            .flatten()
+        {
+            *counts.entry(entry.backend_id).or_default() += 1;
+        }
+        Ok(counts)
+    }
+
+    /// What the configuration maps hold, in a comparable form: the VIP entries, every
+    /// present backend entry, and a digest of each VIP's table slice.
+    pub fn snapshot(&self) -> anyhow::Result<MapSnapshot> {
+        let vips_map = self
+            .ebpf
+            .map("VIPS")
+            .ok_or_else(|| anyhow!("map VIPS missing"))?;
+        let mut vips: Vec<(VipKey, VipInfo)> = HashMap::<_, VipKey, VipInfo>::try_from(vips_map)?
+            .iter()
+            .collect::<Result<_, _>>()?;
+        vips.sort_by_key(|(_, info)| info.id);
+        let backends_map = self
+            .ebpf
+            .map("BACKENDS")
+            .ok_or_else(|| anyhow!("map BACKENDS missing"))?;
+        let backends_array = Array::<_, Backend>::try_from(backends_map)?;
+        let mut backends = Vec::new();
+        for id in 0..backends_array.len() {
+            let b = backends_array.get(&id, 0)?;
+            if b.flags != 0 {
+                backends.push(format!("{id}: {b:?}"));
+            }
+        }
+        let vips = vips
+            .iter()
+            .map(|(k, info)| {
+                let slots = self.read_table(info.table_offset, info.table_size);
+                let bytes: Vec<u8> = slots.iter().flat_map(|s| s.to_ne_bytes()).collect();
+                format!(
+                    "{k:?} => {info:?} table xxh3 {:016x}",
+                    xxhash_rust::xxh3::xxh3_64(&bytes)
+                )
+            })
+            .collect();
+        Ok(MapSnapshot { vips, backends })
     }
 
     pub fn vip_counter(&self, id: u32) -> anyhow::Result<Counter> {

@@ -1,31 +1,45 @@
 //! lbctl: the command-line client of lbd's control socket.
 
-use std::{path::PathBuf, process::ExitCode};
-
-use clap::{Parser, Subcommand};
-use lb_userspace::{
-    agent::ApplySummary,
-    config::DEFAULT_CONTROL_SOCKET,
-    control::{self, Command, StatsReport, StatusReport},
+use std::{
+    io::IsTerminal as _,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
 };
 
-/// Inspect and control a running lbd.
+use clap::{CommandFactory, Parser, Subcommand};
+use lb_userspace::{
+    agent::ApplySummary,
+    config::{self, ForwardingMode, Protocol, VipConfig, DEFAULT_CONTROL_SOCKET},
+    control::{self, BackendStats, Command, StatsReport, StatusReport, VipStats},
+    edit::VipSpec,
+};
+
+/// Inspect and change a running lbd.
+///
+/// Runtime changes (vip/backend add, del, weight, drain) take effect at once and keep
+/// established connections; they last until lbd restarts unless saved with
+/// `lbctl config save`.
 ///
 /// Examples:
 ///   lbctl status
-///   lbctl stats
-///   lbctl stats --json | jq '.vips[0].backends'
-///   lbctl --socket /run/lbd/other.sock status
+///   lbctl stats --watch 1
+///   lbctl vip add 192.0.2.50:443/tcp --name https
+///   lbctl backend add https 192.0.2.21 --weight 2
+///   lbctl backend drain https 192.0.2.21
+///   lbctl config check /etc/lbd/lb.toml
+///   lbctl --json vip show https | jq '.backends'
 ///
-/// Exit codes: 0 success, 1 lbd answered with an error or could not be reached,
-/// 2 bad command line.
+/// Exit codes: 0 success; 1 lbd refused the request or could not be reached; 2 bad
+/// command line; 3 `config check` found errors.
 #[derive(Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
     /// Control socket of the agent (agent.control_socket in its config).
     #[arg(long, global = true, env = "LBCTL_SOCKET", default_value = DEFAULT_CONTROL_SOCKET)]
     socket: PathBuf,
-    /// Print the agent's JSON instead of a table.
+    /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -36,20 +50,170 @@ struct Args {
 enum Cmd {
     /// Interface, attach state, uptime and object counts.
     Status,
-    /// Packets and bytes per VIP, per backend, and per verdict reason.
-    Stats,
+    /// Packets, bytes and active flows per VIP and backend; packets per verdict reason.
+    Stats {
+        /// Refresh every SECS seconds and show rates.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "1")]
+        watch: Option<f64>,
+    },
     /// Re-read lbd's config file and apply only what changed (same as SIGHUP). VIPs and
-    /// backends that stay keep their flows and their table slots. An invalid file changes
-    /// nothing.
+    /// backends that stay keep their flows and table slots; an invalid file changes nothing.
     Reload,
+    /// List, show, add or remove VIPs.
+    #[command(subcommand)]
+    Vip(VipCmd),
+    /// List, add, remove, re-weight or drain a VIP's backends.
+    #[command(subcommand)]
+    Backend(BackendCmd),
+    /// Check a config file, or show or save the running configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum VipCmd {
+    /// Every VIP with its mode and backend count.
+    List,
+    /// One VIP: its backends, their state and counters.
+    Show { vip: String },
+    /// Add a VIP, e.g. `lbctl vip add 192.0.2.50:80/tcp --name web`.
+    Add {
+        /// ADDRESS:PORT/PROTOCOL, e.g. 192.0.2.50:80/tcp or [2001:db8::50]:443/tcp.
+        #[arg(value_parser = parse_vip_address)]
+        vip: (IpAddr, u16, Protocol),
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, value_enum, default_value = "dr")]
+        mode: ModeArg,
+        /// Lookup-table slots (a prime; default 65537).
+        #[arg(long)]
+        table_size: Option<u32>,
+        /// Send every connection of a client to the same backend.
+        #[arg(long)]
+        source_affinity: bool,
+    },
+    /// Remove a VIP (by name or ADDRESS:PORT/PROTOCOL).
+    Del { vip: String },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Dr,
+}
+
+#[derive(Subcommand)]
+enum BackendCmd {
+    /// A VIP's backends with weight, drain state, MAC, counters and active flows.
+    List { vip: String },
+    /// Add a backend to a VIP.
+    Add {
+        vip: String,
+        address: IpAddr,
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+    },
+    /// Remove a backend; its flows move to the others at their next packet.
+    Del { vip: String, address: IpAddr },
+    /// Set a backend's weight (0 to 10000).
+    Weight {
+        vip: String,
+        address: IpAddr,
+        weight: u32,
+    },
+    /// Stop sending new flows to a backend; its established flows stay.
+    Drain { vip: String, address: IpAddr },
+    /// End a drain: the backend gets new flows again at its weight.
+    Undrain { vip: String, address: IpAddr },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate a config file without touching lbd (exit 3 if invalid).
+    Check { file: PathBuf },
+    /// Print the running configuration (runtime changes included) as TOML.
+    Show,
+    /// Write the running configuration to PATH, or over the file lbd was started with.
+    Save { path: Option<PathBuf> },
+}
+
+fn parse_vip_address(s: &str) -> Result<(IpAddr, u16, Protocol), String> {
+    let usage = "expected ADDRESS:PORT/PROTOCOL, e.g. 192.0.2.50:80/tcp or [2001:db8::50]:443/udp";
+    let (addr, proto) = s
+        .rsplit_once('/')
+        .ok_or_else(|| format!("no /PROTOCOL in {s:?}; {usage}"))?;
+    let protocol = match proto {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        other => return Err(format!("unknown protocol {other:?}: use tcp or udp")),
+    };
+    let sa: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not ADDRESS:PORT; {usage}"))?;
+    Ok((sa.ip(), sa.port(), protocol))
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let command = match args.command {
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Args::command(), "lbctl", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Cmd::Config(ConfigCmd::Check { file }) => return config_check(&file, args.json),
+        Cmd::Stats { watch: Some(secs) } => return watch_stats(&args.socket, secs),
         Cmd::Status => Command::Status,
-        Cmd::Stats => Command::Stats,
+        Cmd::Stats { watch: None } => Command::Stats,
         Cmd::Reload => Command::Reload,
+        Cmd::Vip(VipCmd::List) => Command::VipList,
+        Cmd::Vip(VipCmd::Show { vip }) => Command::VipShow { vip },
+        Cmd::Vip(VipCmd::Add {
+            vip: (address, port, protocol),
+            name,
+            mode,
+            table_size,
+            source_affinity,
+        }) => Command::VipAdd {
+            vip: VipSpec {
+                name,
+                address,
+                port,
+                protocol,
+                mode: match mode {
+                    ModeArg::Dr => ForwardingMode::Dr,
+                },
+                table_size,
+                source_affinity,
+            },
+        },
+        Cmd::Vip(VipCmd::Del { vip }) => Command::VipDel { vip },
+        Cmd::Backend(BackendCmd::List { vip }) => Command::BackendList { vip },
+        Cmd::Backend(BackendCmd::Add {
+            vip,
+            address,
+            weight,
+        }) => Command::BackendAdd {
+            vip,
+            address,
+            weight,
+        },
+        Cmd::Backend(BackendCmd::Del { vip, address }) => Command::BackendDel { vip, address },
+        Cmd::Backend(BackendCmd::Weight {
+            vip,
+            address,
+            weight,
+        }) => Command::BackendWeight {
+            vip,
+            address,
+            weight,
+        },
+        Cmd::Backend(BackendCmd::Drain { vip, address }) => Command::BackendDrain { vip, address },
+        Cmd::Backend(BackendCmd::Undrain { vip, address }) => {
+            Command::BackendUndrain { vip, address }
+        }
+        Cmd::Config(ConfigCmd::Show) => Command::ConfigShow,
+        Cmd::Config(ConfigCmd::Save { path }) => Command::ConfigSave { path },
     };
     let data = match control::request(&args.socket, &command) {
         Ok(d) => d,
@@ -65,12 +229,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let printed = match command {
-        Command::Status => serde_json::from_value(data).map(|s: StatusReport| print_status(&s)),
-        Command::Stats => serde_json::from_value(data).map(|s: StatsReport| print_stats(&s)),
-        Command::Reload => serde_json::from_value(data).map(|s: ApplySummary| print_reload(&s)),
-    };
-    match printed {
+    match print(&command, data) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!(
@@ -81,16 +240,97 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_reload(s: &ApplySummary) {
-    println!(
-        "reloaded: VIPs +{} -{} ~{}, backends +{} -{}, {} table slots rewritten",
-        s.vips_added,
-        s.vips_removed,
-        s.vips_changed,
-        s.backends_added,
-        s.backends_removed,
-        s.slots_written
-    );
+fn print(command: &Command, data: serde_json::Value) -> serde_json::Result<()> {
+    match command {
+        Command::Status => print_status(&serde_json::from_value(data)?),
+        Command::Stats => print_stats(&serde_json::from_value(data)?, None),
+        Command::VipList => print_vips(&serde_json::from_value::<Vec<VipConfig>>(data)?),
+        Command::VipShow { .. } => {
+            let v: VipStats = serde_json::from_value(data)?;
+            println!(
+                "{} {}:{}/{}  packets {} bytes {}",
+                v.name, v.address, v.port, v.protocol, v.packets, v.bytes
+            );
+            print_backends(&v.backends);
+        }
+        Command::BackendList { .. } => {
+            print_backends(&serde_json::from_value::<Vec<BackendStats>>(data)?)
+        }
+        Command::ConfigShow => print!("{}", data["toml"].as_str().unwrap_or_default()),
+        Command::ConfigSave { .. } => println!(
+            "saved {} bytes to {}",
+            data["bytes"],
+            data["path"].as_str().unwrap_or("?")
+        ),
+        Command::State => println!("{}", serde_json::to_string_pretty(&data)?),
+        _ => {
+            let s: ApplySummary = serde_json::from_value(data)?;
+            println!(
+                "applied: VIPs +{} -{} ~{}, backends +{} -{}, {} table slots rewritten",
+                s.vips_added,
+                s.vips_removed,
+                s.vips_changed,
+                s.backends_added,
+                s.backends_removed,
+                s.slots_written
+            );
+        }
+    }
+    Ok(())
+}
+
+fn config_check(file: &std::path::Path, json: bool) -> ExitCode {
+    match config::load(file) {
+        Ok(c) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "valid": true, "vips": c.vips.len() })
+                );
+            } else {
+                println!(
+                    "{}: configuration is valid ({} VIPs)",
+                    file.display(),
+                    c.vips.len()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if json {
+                let d: Vec<_> = e.diagnostics.iter().map(|d| serde_json::json!({ "line": d.line, "column": d.column, "key": d.key, "message": d.message })).collect();
+                println!("{}", serde_json::json!({ "valid": false, "errors": d }));
+            } else {
+                eprint!("{e}");
+            }
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn watch_stats(socket: &std::path::Path, secs: f64) -> ExitCode {
+    let interval = Duration::from_secs_f64(secs.max(0.1));
+    let mut previous: Option<(Instant, StatsReport)> = None;
+    loop {
+        let stats: StatsReport = match control::request(socket, &Command::Stats)
+            .and_then(|d| Ok(serde_json::from_value(d)?))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("lbctl: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if std::io::stdout().is_terminal() {
+            print!("\x1b[2J\x1b[H");
+        }
+        let rates = previous
+            .as_ref()
+            .map(|(t, p)| (t.elapsed().as_secs_f64(), p));
+        print_stats(&stats, rates);
+        previous = Some((Instant::now(), stats));
+        std::thread::sleep(interval);
+    }
 }
 
 fn print_status(s: &StatusReport) {
@@ -112,28 +352,90 @@ fn print_status(s: &StatusReport) {
     );
 }
 
-fn print_stats(s: &StatsReport) {
+fn print_vips(vips: &[VipConfig]) {
     println!(
-        "{:<24} {:<22} {:>8} {:>12} {:>14}",
-        "VIP", "BACKEND", "WEIGHT", "PACKETS", "BYTES"
+        "{:<20} {:<28} {:<5} {:>9} {:>9} {:>9}",
+        "NAME", "VIP", "MODE", "TABLE", "AFFINITY", "BACKENDS"
     );
-    for v in &s.vips {
-        let vip = format!("{}:{}/{}", v.address, v.port, v.protocol);
+    for v in vips {
+        let addr = format!("{}/{}", SocketAddr::new(v.address, v.port), v.protocol);
+        let mode = match v.mode {
+            ForwardingMode::Dr => "dr",
+        };
         println!(
-            "{:<24} {:<22} {:>8} {:>12} {:>14}",
-            vip, "(all)", "", v.packets, v.bytes
+            "{:<20} {:<28} {:<5} {:>9} {:>9} {:>9}",
+            v.name,
+            addr,
+            mode,
+            v.table_size,
+            if v.source_affinity { "source" } else { "-" },
+            v.backends.len()
+        );
+    }
+}
+
+fn print_backends(backends: &[BackendStats]) {
+    println!(
+        "  {:<40} {:>7} {:<8} {:<18} {:>12} {:>14} {:>8}",
+        "BACKEND", "WEIGHT", "STATE", "MAC", "PACKETS", "BYTES", "FLOWS"
+    );
+    for b in backends {
+        let state = if b.drain { "draining" } else { "active" };
+        let mac = b.mac.as_deref().unwrap_or("unresolved");
+        println!(
+            "  {:<40} {:>7} {:<8} {:<18} {:>12} {:>14} {:>8}",
+            b.address, b.weight, state, mac, b.packets, b.bytes, b.active_flows
+        );
+    }
+}
+
+/// `rates`: seconds since the previous report, and that report, for per-second rates.
+fn print_stats(s: &StatsReport, rates: Option<(f64, &StatsReport)>) {
+    let rate = |now: u64, then: Option<u64>| match (rates, then) {
+        (Some((dt, _)), Some(then)) if dt > 0.0 => {
+            format!("{:.0}/s", now.saturating_sub(then) as f64 / dt)
+        }
+        _ => String::new(),
+    };
+    println!(
+        "{:<28} {:<24} {:>12} {:>10} {:>14} {:>8}",
+        "VIP", "BACKEND", "PACKETS", "PPS", "BYTES", "FLOWS"
+    );
+    for (i, v) in s.vips.iter().enumerate() {
+        let prev_vip = rates
+            .and_then(|(_, p)| p.vips.get(i))
+            .filter(|p| p.name == v.name);
+        let vip = format!("{}/{}", SocketAddr::new(v.address, v.port), v.protocol);
+        let flows: u64 = v.backends.iter().map(|b| b.active_flows).sum();
+        println!(
+            "{:<28} {:<24} {:>12} {:>10} {:>14} {:>8}",
+            vip,
+            "(all)",
+            v.packets,
+            rate(v.packets, prev_vip.map(|p| p.packets)),
+            v.bytes,
+            flows
         );
         for b in &v.backends {
-            let mac = b.mac.as_deref().unwrap_or("unresolved");
+            let prev = prev_vip
+                .and_then(|p| p.backends.iter().find(|x| x.address == b.address))
+                .map(|x| x.packets);
+            let name = format!("{}{}", b.address, if b.drain { " (drain)" } else { "" });
             println!(
-                "{:<24} {:<22} {:>8} {:>12} {:>14}",
+                "{:<28} {:<24} {:>12} {:>10} {:>14} {:>8}",
                 "",
-                format!("{} {mac}", b.address),
-                b.weight,
+                name,
                 b.packets,
-                b.bytes
+                rate(b.packets, prev),
+                b.bytes,
+                b.active_flows
             );
         }
+    }
+    println!();
+    println!("{:<22} {:>12} {:>14}", "VERDICT", "PACKETS", "BYTES");
+    for v in &s.verdicts {
+        println!("{:<22} {:>12} {:>14}", v.verdict, v.packets, v.bytes);
     }
     println!();
     println!(

@@ -110,7 +110,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
     let mut neighbour_events = Box::pin(net::watch_neighbours()?);
     let dp = Dataplane::load(config.agent.table_capacity, config.agent.flow_table_size)?;
     let socket_path = config.agent.control_socket.clone();
-    let mut agent = Agent::new(config, link, dp)?;
+    let mut agent = Agent::new(config, config_path.clone(), link, dp)?;
 
     resolve_backends(&netlink, &mut agent).await?;
     let unresolved = agent.unresolved();
@@ -137,19 +137,12 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
             },
             _ = sighup.recv() => {
                 info!("SIGHUP received, reloading {}", config_path.display());
-                if let Err(e) = reload(&config_path, &mut agent) {
+                if let Err(e) = agent.reload() {
                     error!("{e}");
                 }
             }
             Some((command, reply)) = requests.recv() => {
-                let response = match command {
-                    Command::Reload => match reload(&config_path, &mut agent) {
-                        Ok(summary) => Response::ok(summary),
-                        Err(e) => Response::err(e),
-                    },
-                    other => agent.handle(&other),
-                };
-                let _ = reply.send(response);
+                let _ = reply.send(agent.handle(&command));
             }
             Some(event) = neighbour_events.next() => {
                 if let Err(e) = on_neighbour_event(&netlink, &mut agent, event).await {
@@ -166,21 +159,6 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
     let _ = std::fs::remove_file(&socket_path);
     agent.detach()?;
     outcome
-}
-
-/// Re-reads the config and applies the difference; on any error nothing changes and the
-/// error says why (with every config problem located).
-fn reload(
-    path: &std::path::Path,
-    agent: &mut Agent,
-) -> Result<lb_userspace::agent::ApplySummary, String> {
-    let config = config::load(path)
-        .map_err(|e| format!("{e}reload refused: the running configuration is unchanged"))?;
-    let summary = agent
-        .apply(config)
-        .map_err(|e| format!("reload refused: {e:#}"))?;
-    info!(?summary, "configuration reloaded");
-    Ok(summary)
 }
 
 /// Applies a neighbour table change. A backend the kernel forgot (garbage collection, a
