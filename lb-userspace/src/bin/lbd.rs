@@ -140,9 +140,11 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
                 if let Err(e) = agent.reload() {
                     error!("{e}");
                 }
+                poke_unresolved(&netlink, &agent).await;
             }
             Some((command, reply)) = requests.recv() => {
                 let _ = reply.send(agent.handle(&command));
+                poke_unresolved(&netlink, &agent).await;
             }
             Some(event) = neighbour_events.next() => {
                 if let Err(e) = on_neighbour_event(&netlink, &mut agent, event).await {
@@ -159,6 +161,16 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
     let _ = std::fs::remove_file(&socket_path);
     agent.detach()?;
     outcome
+}
+
+/// Asks the kernel to resolve backends whose MAC is unknown (new ones after a change);
+/// the answers arrive as neighbour events.
+async fn poke_unresolved(netlink: &Netlink, agent: &Agent) {
+    for ip in agent.unresolved() {
+        if let Err(e) = netlink.resolve(agent.ifindex(), ip).await {
+            warn!("{e:#}");
+        }
+    }
 }
 
 /// Applies a neighbour table change. A backend the kernel forgot (garbage collection, a
