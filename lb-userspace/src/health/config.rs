@@ -5,11 +5,11 @@
 //! | --- | --- | --- | --- |
 //! | `type` | all | (required) | `"tcp"`, `"http"`, `"https"`, `"udp"` or `"exec"` |
 //! | `interval` | all | `"2s"` | time between two checks of one backend (`"500ms"`, `"2s"`, `"1m"`) |
-//! | `timeout` | all | `"1s"` | time one check may take, connect to verdict; at most `interval` |
+//! | `timeout` | all | `"1s"`, or `interval` if shorter | time one check may take, connect to verdict; at most `interval` |
 //! | `rise` | all | `2` | consecutive passed checks that bring a backend up |
 //! | `fall` | all | `3` | consecutive failed checks that take a backend down |
 //! | `initial` | all | `"up"` | `"up"`: up until its first check, which alone can take it down; `"down"`: down until `rise` checks pass |
-//! | `port` | all | the VIP's port | port to check instead (for exec: the port in `LBD_BACKEND_PORT`) |
+//! | `port` | all | the backend's service port | port to check instead (for exec: the port in `LBD_BACKEND_PORT`) |
 //! | `source_address` | tcp, http, https, udp | any | local address to check from |
 //! | `path` | http, https | `"/"` | request target |
 //! | `host` | http, https | `"address:port"` | `Host` header |
@@ -189,16 +189,12 @@ impl HealthCheckConfig {
             },
         };
         let interval = duration("interval", &self.interval, DEFAULT_INTERVAL);
-        let timeout = duration("timeout", &self.timeout, DEFAULT_TIMEOUT);
-        if timeout > interval {
-            let span = self
-                .timeout
-                .as_ref()
-                .or(self.interval.as_ref())
-                .map(Spanned::span);
+        // A short interval alone shortens the default timeout rather than being an error.
+        let timeout = duration("timeout", &self.timeout, DEFAULT_TIMEOUT.min(interval));
+        if let Some(given) = self.timeout.as_ref().filter(|_| timeout > interval) {
             issue(
                 "timeout",
-                span.unwrap_or(self.kind.span()),
+                given.span(),
                 format!(
                     "timeout {} is longer than interval {}: a check would still run when the next is due",
                     format_duration(timeout),

@@ -126,10 +126,26 @@ pub(super) async fn handshake(
                 .get_ref()
                 .and_then(|inner| inner.downcast_ref::<rustls::Error>())
             {
-                Some(tls_error) => tls_error.to_string(),
+                Some(tls_error) => explain(tls, tls_error),
                 None => super::describe_io(&e),
             }
         })
+}
+
+/// rustls's message, with the likely cause where its wording leaves an operator guessing.
+fn explain(tls: &TlsProbe, e: &rustls::Error) -> String {
+    use rustls::{CertificateError, Error, InvalidMessage};
+    let hint = match e {
+        Error::InvalidMessage(InvalidMessage::InvalidContentType) => {
+            " (the port does not seem to speak TLS)".to_owned()
+        }
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => match &tls.ca_file {
+            Some(path) => format!(" (not signed by a CA in {})", path.display()),
+            None => " (not signed by a CA in the system's store; set ca_file)".to_owned(),
+        },
+        _ => String::new(),
+    };
+    format!("{e}{hint}")
 }
 
 /// `insecure_skip_verify`: any certificate for any name. The handshake signatures are still

@@ -210,15 +210,12 @@ fn durations_must_read_as_durations() {
                 .to_owned()
         )]
     );
-    // The default timeout (1s) against a shorter interval is caught too.
-    assert_eq!(
-        issues(
-            r#"type = "tcp"
-                         interval = "500ms""#
-        )[0]
-        .0,
-        "timeout"
+    // A short interval alone takes the default timeout down with it.
+    let s = spec(
+        r#"type = "tcp"
+           interval = "500ms""#,
     );
+    assert_eq!(s.timeout, Duration::from_millis(500));
 }
 
 #[test]
