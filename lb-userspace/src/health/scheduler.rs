@@ -303,7 +303,9 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(now: Instant, config: SchedulerConfig) -> Scheduler {
+    pub fn new(now: Instant, mut config: SchedulerConfig) -> Scheduler {
+        // Zero would never start a check.
+        config.max_in_flight = config.max_in_flight.max(1);
         Scheduler {
             config,
             epoch: now,
