@@ -7,6 +7,7 @@ use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Instant,
 };
 
@@ -28,6 +29,9 @@ use crate::{
     },
     dataplane::Dataplane,
     edit::{self, Edit},
+    health::{
+        BackendId, Forced, HealthHandle, Reason as HealthReason, State as HealthState, Transition,
+    },
     layout::{IdPool, SlotPool},
     maglev::{self, BackendKey},
     net::{format_mac, Link},
@@ -85,6 +89,11 @@ pub struct Agent {
     backend_ids: IdPool,
     slots: SlotPool,
     macs: HashMap<IpAddr, [u8; 6]>,
+    /// Health (or forced) state of backends that are not simply up, by backend id.
+    states: HashMap<u32, HealthState>,
+    /// Backends of VIPs with a health check are registered here; the runner reports
+    /// their transitions back through [`Agent::on_health`].
+    health: HealthHandle,
     started: Instant,
 }
 
@@ -95,6 +104,7 @@ impl Agent {
         config_path: PathBuf,
         link: Link,
         mut dp: Dataplane,
+        health: HealthHandle,
     ) -> anyhow::Result<Agent> {
         dp.set_iface(link.index, link.mac)?;
         let empty = Config {
@@ -111,6 +121,8 @@ impl Agent {
             dp,
             vips: Vec::new(),
             macs: HashMap::new(),
+            states: HashMap::new(),
+            health,
             started: Instant::now(),
         };
         agent.write_settings()?;
@@ -152,16 +164,14 @@ impl Agent {
             let old_ids: HashSet<u32> = before
                 .map(|b| b.backend_ids.iter().copied().collect())
                 .unwrap_or_default();
-            for (b, &id) in v.config.backends.iter().zip(&v.backend_ids) {
+            for &id in &v.backend_ids {
                 if !old_ids.contains(&id) {
                     self.dp.reset_backend_counter(id)?;
                     summary.backends_added += 1;
                 }
-                self.dp
-                    .set_backend(id, self.backend_entry(b.address, v.config.port))?;
             }
-            let table = maglev_table(v, new.agent.hash_seed);
-            summary.slots_written += self.dp.write_table(v.info.table_offset, &table)?;
+            self.register_health_checks(v)?;
+            summary.slots_written += self.sync_vip(v, new.agent.hash_seed)?;
             match before {
                 None => {
                     self.dp.reset_vip_counter(v.info.id)?;
@@ -198,6 +208,8 @@ impl Agent {
                 if !kept.contains(&id) {
                     // Flows pinned to this id find it absent and are re-hashed.
                     self.dp.set_backend(id, Backend::default())?;
+                    self.states.remove(&id);
+                    let _ = self.health.remove_backend(BackendId(id as u64));
                     summary.backends_removed += 1;
                     info!(vip = %v.config.name, backend = %b.address, "backend removed");
                 }
@@ -322,6 +334,144 @@ impl Agent {
         })
     }
 
+    /// Writes a VIP's backend entries and its Maglev table as the backends' states say:
+    /// a down backend is absent (its pinned flows re-hash at their next packet) and out of
+    /// the table; a drained one stays present (its flows stay) but out of the table.
+    /// Returns the table slots written.
+    fn sync_vip(&mut self, v: &VipState, seed: u32) -> anyhow::Result<usize> {
+        for (b, &id) in v.config.backends.iter().zip(&v.backend_ids) {
+            let entry = match self.state_of(id) {
+                HealthState::Down => Backend::default(),
+                _ => self.backend_entry(b.address, v.config.port),
+            };
+            self.dp.set_backend(id, entry)?;
+        }
+        let table = maglev_table(v, seed, |id| self.state_of(id) == HealthState::Up);
+        self.dp.write_table(v.info.table_offset, &table)
+    }
+
+    fn state_of(&self, id: u32) -> HealthState {
+        self.states.get(&id).copied().unwrap_or(HealthState::Up)
+    }
+
+    /// Registers (or re-registers, keeping their state) the backends of a VIP with a health
+    /// check; a VIP without one has its backends unregistered and considered up.
+    fn register_health_checks(&mut self, v: &VipState) -> anyhow::Result<()> {
+        let spec = match &v.config.health_check {
+            Some(hc) => Some(Arc::new(hc.to_spec().map_err(|issues| {
+                anyhow!(
+                    "health check of VIP {}: {}",
+                    v.config.name,
+                    issues
+                        .iter()
+                        .map(|i| format!("{}: {}", i.key, i.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            })?)),
+            None => None,
+        };
+        for (b, &id) in v.config.backends.iter().zip(&v.backend_ids) {
+            match &spec {
+                Some(spec) => {
+                    let target = std::net::SocketAddr::new(b.address, v.config.port);
+                    self.health
+                        .add_backend(BackendId(id as u64), target, spec.clone())
+                        .map_err(|e| anyhow!("health checker: {e}"))?;
+                }
+                None => {
+                    let _ = self.health.remove_backend(BackendId(id as u64));
+                    self.states.remove(&id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a health (or forced) state change: the backend leaves or rejoins its VIP's
+    /// table; a down backend's flows move at their next packet.
+    pub fn on_health(&mut self, t: &Transition) -> anyhow::Result<()> {
+        let Ok(id) = u32::try_from(t.backend.0) else {
+            return Ok(());
+        };
+        let Some(vi) = self.vips.iter().position(|v| v.backend_ids.contains(&id)) else {
+            return Ok(()); // removed meanwhile
+        };
+        let v = self.vips[vi].clone();
+        let address = v.config.backends[v
+            .backend_ids
+            .iter()
+            .position(|&b| b == id)
+            .expect("found above")]
+        .address;
+        match t.to {
+            HealthState::Up => {
+                info!(vip = %v.config.name, backend = %address, "backend up: {}", t.reason)
+            }
+            _ => {
+                warn!(vip = %v.config.name, backend = %address, state = %t.to, "backend {}: {}", t.to, t.reason)
+            }
+        }
+        if t.to == HealthState::Up {
+            self.states.remove(&id);
+        } else {
+            self.states.insert(id, t.to);
+        }
+        let written = self.sync_vip(&v, self.config.agent.hash_seed)?;
+        if v.backend_ids
+            .iter()
+            .all(|&b| self.state_of(b) != HealthState::Up)
+        {
+            warn!(vip = %v.config.name, "no backend of this VIP is up: its packets are dropped");
+        }
+        tracing::debug!(slots = written, "table updated after a health change");
+        Ok(())
+    }
+
+    /// The backend id for `address` in VIP `vip` (name or ADDRESS:PORT/PROTOCOL), and
+    /// whether that VIP has a health check.
+    pub fn backend_id(&self, vip: &str, address: IpAddr) -> Result<(u32, bool), String> {
+        let i = edit::find_vip(&self.config, vip)?;
+        let v = &self.vips[i];
+        let j = v
+            .config
+            .backends
+            .iter()
+            .position(|b| b.address == address)
+            .ok_or_else(|| format!("VIP {} has no backend {address}", v.config.name))?;
+        Ok((v.backend_ids[j], v.config.health_check.is_some()))
+    }
+
+    /// Forces a backend of a VIP without health checks (with checks, the scheduler owns
+    /// forced states and reports them as transitions).
+    pub fn force_unchecked(&mut self, id: u32, forced: Option<Forced>) -> anyhow::Result<()> {
+        let from = self.state_of(id);
+        let to = forced.map(HealthState::from).unwrap_or(HealthState::Up);
+        let reason = forced
+            .map(HealthReason::Forced)
+            .unwrap_or(HealthReason::ForceCleared);
+        self.on_health(&Transition {
+            backend: BackendId(id as u64),
+            from,
+            to,
+            reason,
+        })
+    }
+
+    /// Backend id → (VIP name, address), for naming backends in health reports.
+    pub fn backend_names(&self) -> HashMap<u32, (String, IpAddr)> {
+        self.vips
+            .iter()
+            .flat_map(|v| {
+                v.config
+                    .backends
+                    .iter()
+                    .zip(&v.backend_ids)
+                    .map(|(b, &id)| (id, (v.config.name.clone(), b.address)))
+            })
+            .collect()
+    }
+
     fn backend_entry(&self, address: IpAddr, port: u16) -> Backend {
         let mac = self.macs.get(&address).copied();
         Backend {
@@ -388,7 +538,9 @@ impl Agent {
             })
             .collect();
         for (id, port) in entries {
-            self.dp.set_backend(id, self.backend_entry(ip, port))?;
+            if self.state_of(id) != HealthState::Down {
+                self.dp.set_backend(id, self.backend_entry(ip, port))?;
+            }
         }
         Ok(())
     }
@@ -445,6 +597,12 @@ impl Agent {
                     ),
                     Err(e) => Response::err(format!("reading maps: {e:#}")),
                 };
+            }
+            Command::BackendUp { .. }
+            | Command::BackendDown { .. }
+            | Command::BackendAuto { .. }
+            | Command::Health => {
+                return Response::err("health commands are handled by lbd's main loop");
             }
             Command::VipAdd { vip } => Edit::VipAdd(vip.clone()),
             Command::VipDel { vip: v } => Edit::VipDel { vip: vip(v) },
@@ -558,6 +716,7 @@ impl Agent {
                     address: b.address,
                     weight: b.weight,
                     drain: b.drain,
+                    state: self.state_of(id).to_string(),
                     active_flows: flows.get(&id).copied().unwrap_or(0),
                     mac: self.macs.get(&b.address).map(format_mac),
                     packets: bc.packets,
@@ -609,18 +768,26 @@ impl Agent {
 }
 
 /// The VIP's Maglev table as backend ids.
-fn maglev_table(v: &VipState, seed: u32) -> Vec<u32> {
+/// The VIP's Maglev table as backend ids; backends for which `in_table` is false (down,
+/// drained by health) get no slots.
+fn maglev_table(v: &VipState, seed: u32, in_table: impl Fn(u32) -> bool) -> Vec<u32> {
     let set: Vec<(BackendKey, u32)> = v
         .config
         .backends
         .iter()
-        .map(|b| {
+        .zip(&v.backend_ids)
+        .map(|(b, &id)| {
+            let weight = if in_table(id) {
+                b.effective_weight()
+            } else {
+                0
+            };
             (
                 BackendKey {
                     address: b.address,
                     port: v.config.port,
                 },
-                b.effective_weight(),
+                weight,
             )
         })
         .collect();

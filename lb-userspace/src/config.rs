@@ -13,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+use crate::health::HealthCheckConfig;
 use lb_common::{
     backend::{DEFAULT_TABLE_CAPACITY, MAX_BACKENDS},
     flow::DEFAULT_FLOW_CAPACITY,
@@ -120,6 +121,8 @@ pub struct VipConfig {
     pub mode: ForwardingMode,
     pub table_size: u32,
     pub source_affinity: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckConfig>,
     #[serde(rename = "backend")]
     pub backends: Vec<BackendConfig>,
 }
@@ -187,6 +190,8 @@ struct RawVip {
     table_size: Option<Spanned<u32>>,
     #[serde(default)]
     source_affinity: bool,
+    #[serde(default)]
+    health_check: Option<HealthCheckConfig>,
     #[serde(default, rename = "backend")]
     backends: Vec<Spanned<RawBackend>>,
 }
@@ -402,6 +407,17 @@ impl Validator<'_> {
                 }
                 None => format!("{address}:{port}/{}", v.protocol),
             };
+            if let Some(hc) = &v.health_check {
+                if let Err(issues) = hc.to_spec() {
+                    for issue in issues {
+                        self.error(
+                            issue.span,
+                            format!("vip[{i}].health_check.{}", issue.key),
+                            issue.message,
+                        );
+                    }
+                }
+            }
             let table_size = match &v.table_size {
                 Some(t) => {
                     let size = *t.get_ref();
@@ -478,6 +494,7 @@ impl Validator<'_> {
                 mode: v.mode,
                 table_size,
                 source_affinity: v.source_affinity,
+                health_check: v.health_check,
                 backends,
             });
         }

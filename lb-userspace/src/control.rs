@@ -87,6 +87,23 @@ pub enum Command {
         vip: String,
         address: IpAddr,
     },
+    /// Force a backend up (in service whatever its checks say) until `backend_auto`.
+    BackendUp {
+        vip: String,
+        address: IpAddr,
+    },
+    /// Force a backend down: out of service, its flows move to the others.
+    BackendDown {
+        vip: String,
+        address: IpAddr,
+    },
+    /// Clear a forced state: the backend follows its health checks again.
+    BackendAuto {
+        vip: String,
+        address: IpAddr,
+    },
+    /// Health of every checked or forced backend: state, last error and when.
+    Health,
     /// The effective configuration as TOML (runtime changes included).
     ConfigShow,
     /// Write the effective configuration to `path`, or over the file lbd was started with.
@@ -148,6 +165,24 @@ pub struct StatusReport {
     pub unresolved_backends: usize,
 }
 
+/// One backend in the `health` reply.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HealthReport {
+    pub vip: String,
+    pub address: IpAddr,
+    /// The checked address (the port may be a check's override).
+    pub target: String,
+    pub state: String,
+    pub health: String,
+    pub forced: Option<String>,
+    pub successes: u32,
+    pub failures: u32,
+    pub checks: u64,
+    pub last_error: Option<String>,
+    pub last_failure_secs_ago: Option<f64>,
+    pub last_change_secs_ago: f64,
+}
+
 /// `stats` reply.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct StatsReport {
@@ -180,6 +215,8 @@ pub struct BackendStats {
     pub address: IpAddr,
     pub weight: u32,
     pub drain: bool,
+    /// `up`, `down` or `drain`, from health checks or forced by the operator.
+    pub state: String,
     /// Resolved MAC, or `None` while the neighbour is unresolved.
     pub mac: Option<String>,
     pub packets: u64,

@@ -82,6 +82,7 @@ pub fn apply(config: &Config, edit: &Edit) -> Result<Config, String> {
                 mode: spec.mode,
                 table_size: spec.table_size.unwrap_or(DEFAULT_TABLE_SIZE),
                 source_affinity: spec.source_affinity,
+                health_check: None,
                 backends: Vec::new(),
             });
         }

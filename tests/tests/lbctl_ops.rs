@@ -15,8 +15,17 @@ use lb_tests::{agent::bin_dir, client, lab, netns, require_root, Lab, SourcePort
 
 /// Runs `lbctl --socket SOCKET ARGS`; returns (exit code, stdout, stderr).
 fn lbctl(socket: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin_dir().join("lbctl")).arg("--socket").arg(socket).args(args).output().expect("run lbctl");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(bin_dir().join("lbctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("run lbctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 /// `lbctl` that must succeed; returns stdout.
@@ -54,8 +63,16 @@ fn check(conns: &mut Vec<Conn>, allowed_to_break: &str) {
 
 fn spread(lab: &Lab, first_port: u16, n: usize) -> BTreeMap<String, usize> {
     let mut spread = BTreeMap::new();
-    for r in lab.tcp_requests_from(lab.vip(), SourcePorts::From(first_port), n, 1, Duration::from_secs(2)) {
-        *spread.entry(r.expect("connection through the VIP")).or_default() += 1;
+    for r in lab.tcp_requests_from(
+        lab.vip(),
+        SourcePorts::From(first_port),
+        n,
+        1,
+        Duration::from_secs(2),
+    ) {
+        *spread
+            .entry(r.expect("connection through the VIP"))
+            .or_default() += 1;
     }
     spread
 }
@@ -67,20 +84,40 @@ fn an_operator_builds_and_changes_a_vip_with_lbctl_while_connections_stream() {
     }
     let lab = Lab::builder().backends(4).build().expect("lab setup");
     let socket = lab.control_socket(0);
-    let config = lab.write_file("lbd.toml", &format!("[agent]\ninterface = \"eth0\"\ncontrol_socket = \"{}\"\n", socket.display())).unwrap();
+    let config = lab
+        .write_file(
+            "lbd.toml",
+            &format!(
+                "[agent]\ninterface = \"eth0\"\ncontrol_socket = \"{}\"\n",
+                socket.display()
+            ),
+        )
+        .unwrap();
     let lbd = lab.start_lbd(&config).expect("lbd starts with no VIP");
     let b = |i: usize| lab.backends()[i].node.addr.to_string();
     let name = |i: usize| lab.backends()[i].name().to_owned();
 
     // From nothing to a balanced VIP.
-    ok(&socket, &["vip", "add", &format!("{}:80/tcp", lab::VIP), "--name", "web"]);
+    ok(
+        &socket,
+        &[
+            "vip",
+            "add",
+            &format!("{}:80/tcp", lab::VIP),
+            "--name",
+            "web",
+        ],
+    );
     for i in 0..3 {
         ok(&socket, &["backend", "add", "web", &b(i)]);
     }
     let s = spread(&lab, 40_000, 150);
     assert_eq!(s.len(), 3, "all three backends serve: {s:?}");
     let list = ok(&socket, &["vip", "list"]);
-    assert!(list.contains("web") && list.contains("10.99.0.50:80/tcp"), "{list}");
+    assert!(
+        list.contains("web") && list.contains("10.99.0.50:80/tcp"),
+        "{list}"
+    );
 
     // Long-lived connections, one per backend at least.
     let vip = lab.vip();
@@ -101,7 +138,10 @@ fn an_operator_builds_and_changes_a_vip_with_lbctl_while_connections_stream() {
     ok(&socket, &["backend", "drain", "web", &b(0)]);
     check(&mut conns, "none");
     let s = spread(&lab, 41_000, 150);
-    assert!(!s.contains_key(&name(0)) && s.len() == 2, "drained backend got new connections: {s:?}");
+    assert!(
+        !s.contains_key(&name(0)) && s.len() == 2,
+        "drained backend got new connections: {s:?}"
+    );
     let shown = ok(&socket, &["backend", "list", "web"]);
     assert!(shown.contains("draining"), "{shown}");
 
@@ -122,19 +162,29 @@ fn an_operator_builds_and_changes_a_vip_with_lbctl_while_connections_stream() {
     // Status, stats and JSON reads work; the runtime state is what lbctl shows.
     let status = ok(&socket, &["status"]);
     assert!(status.contains("1 VIPs, 2 backends"), "{status}");
-    let stats: serde_json::Value = serde_json::from_str(&ok(&socket, &["--json", "stats"])).unwrap();
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(&socket, &["--json", "stats"])).unwrap();
     assert!(stats["vips"][0]["packets"].as_u64().unwrap() > 0);
 
     // Save, then reload a changed file (b4 added): unchanged backends keep their connections.
     ok(&socket, &["config", "save"]);
     let saved = std::fs::read_to_string(&config).unwrap();
-    assert!(saved.contains("drain = true") && saved.contains("weight = 3"), "{saved}");
-    let changed = format!("{saved}\n[[vip.backend]]\naddress = \"{}\"\nweight = 1\n", b(3));
+    assert!(
+        saved.contains("drain = true") && saved.contains("weight = 3"),
+        "{saved}"
+    );
+    let changed = format!(
+        "{saved}\n[[vip.backend]]\naddress = \"{}\"\nweight = 1\n",
+        b(3)
+    );
     std::fs::write(&config, changed).unwrap();
     let out = ok(&socket, &["reload"]);
     assert!(out.contains("backends +1 -0"), "{out}");
     check(&mut conns, "none");
     let s = spread(&lab, 43_000, 200);
-    assert!(s.contains_key(&name(3)), "the reloaded backend serves: {s:?}");
+    assert!(
+        s.contains_key(&name(3)),
+        "the reloaded backend serves: {s:?}"
+    );
     drop(lbd);
 }

@@ -12,7 +12,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use lb_userspace::{
     agent::ApplySummary,
     config::{self, ForwardingMode, Protocol, VipConfig, DEFAULT_CONTROL_SOCKET},
-    control::{self, BackendStats, Command, StatsReport, StatusReport, VipStats},
+    control::{self, BackendStats, Command, HealthReport, StatsReport, StatusReport, VipStats},
     edit::VipSpec,
 };
 
@@ -65,6 +65,8 @@ enum Cmd {
     /// List, add, remove, re-weight or drain a VIP's backends.
     #[command(subcommand)]
     Backend(BackendCmd),
+    /// Health of every checked or forced backend: state, consecutive results, last error.
+    Health,
     /// Check a config file, or show or save the running configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -126,6 +128,12 @@ enum BackendCmd {
     Drain { vip: String, address: IpAddr },
     /// End a drain: the backend gets new flows again at its weight.
     Undrain { vip: String, address: IpAddr },
+    /// Force a backend in service whatever its health checks say (until `auto`).
+    Up { vip: String, address: IpAddr },
+    /// Force a backend out of service: no new flows, its flows move to the others.
+    Down { vip: String, address: IpAddr },
+    /// Clear `up`/`down`: the backend follows its health checks again.
+    Auto { vip: String, address: IpAddr },
 }
 
 #[derive(Subcommand)]
@@ -212,6 +220,10 @@ fn main() -> ExitCode {
         Cmd::Backend(BackendCmd::Undrain { vip, address }) => {
             Command::BackendUndrain { vip, address }
         }
+        Cmd::Backend(BackendCmd::Up { vip, address }) => Command::BackendUp { vip, address },
+        Cmd::Backend(BackendCmd::Down { vip, address }) => Command::BackendDown { vip, address },
+        Cmd::Backend(BackendCmd::Auto { vip, address }) => Command::BackendAuto { vip, address },
+        Cmd::Health => Command::Health,
         Cmd::Config(ConfigCmd::Show) => Command::ConfigShow,
         Cmd::Config(ConfigCmd::Save { path }) => Command::ConfigSave { path },
     };
@@ -263,6 +275,19 @@ fn print(command: &Command, data: serde_json::Value) -> serde_json::Result<()> {
             data["path"].as_str().unwrap_or("?")
         ),
         Command::State => println!("{}", serde_json::to_string_pretty(&data)?),
+        Command::Health => print_health(&serde_json::from_value::<Vec<HealthReport>>(data)?),
+        Command::BackendUp { .. } | Command::BackendDown { .. } | Command::BackendAuto { .. } => {
+            let forced = data["forced"]
+                .as_str()
+                .map_or("cleared (follows its checks)".to_owned(), |f| {
+                    format!("forced {f}")
+                });
+            println!(
+                "{} in {}: {forced}",
+                data["address"].as_str().unwrap_or("?"),
+                data["vip"].as_str().unwrap_or("?")
+            );
+        }
         _ => {
             let s: ApplySummary = serde_json::from_value(data)?;
             println!(
@@ -333,6 +358,34 @@ fn watch_stats(socket: &std::path::Path, secs: f64) -> ExitCode {
     }
 }
 
+fn print_health(backends: &[HealthReport]) {
+    if backends.is_empty() {
+        println!("no backend has a health check or a forced state");
+        return;
+    }
+    println!(
+        "{:<16} {:<22} {:<6} {:<7} {:>5} {:>5} {:>7}  LAST ERROR",
+        "VIP", "TARGET", "STATE", "FORCED", "OK", "FAIL", "CHECKS"
+    );
+    for b in backends {
+        let error = match (&b.last_error, b.last_failure_secs_ago) {
+            (Some(e), Some(ago)) => format!("{e} ({ago:.0}s ago)"),
+            (Some(e), None) => e.clone(),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<16} {:<22} {:<6} {:<7} {:>5} {:>5} {:>7}  {error}",
+            b.vip,
+            b.target,
+            b.state,
+            b.forced.as_deref().unwrap_or("-"),
+            b.successes,
+            b.failures,
+            b.checks
+        );
+    }
+}
+
 fn print_status(s: &StatusReport) {
     println!("lbd {}  up {}s", s.version, s.uptime_secs);
     println!(
@@ -380,7 +433,11 @@ fn print_backends(backends: &[BackendStats]) {
         "BACKEND", "WEIGHT", "STATE", "MAC", "PACKETS", "BYTES", "FLOWS"
     );
     for b in backends {
-        let state = if b.drain { "draining" } else { "active" };
+        let state = if b.drain {
+            "draining"
+        } else {
+            b.state.as_str()
+        };
         let mac = b.mac.as_deref().unwrap_or("unresolved");
         println!(
             "  {:<40} {:>7} {:<8} {:<18} {:>12} {:>14} {:>8}",

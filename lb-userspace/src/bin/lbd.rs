@@ -10,8 +10,9 @@ use futures::StreamExt as _;
 use lb_userspace::{
     agent::Agent,
     config,
-    control::{self, Command, Response},
+    control::{self, Command, HealthReport, Response},
     dataplane::Dataplane,
+    health::{BackendId, Forced, HealthHandle, HealthRunner, SchedulerConfig},
     net::{self, NeighbourEvent, Netlink},
 };
 use tokio::{
@@ -110,7 +111,9 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
     let mut neighbour_events = Box::pin(net::watch_neighbours()?);
     let dp = Dataplane::load(config.agent.table_capacity, config.agent.flow_table_size)?;
     let socket_path = config.agent.control_socket.clone();
-    let mut agent = Agent::new(config, config_path.clone(), link, dp)?;
+    let (health_runner, health, mut transitions) = HealthRunner::new(SchedulerConfig::default());
+    tokio::spawn(health_runner.run());
+    let mut agent = Agent::new(config, config_path.clone(), link, dp, health.clone())?;
 
     resolve_backends(&netlink, &mut agent).await?;
     let unresolved = agent.unresolved();
@@ -143,8 +146,17 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
                 poke_unresolved(&netlink, &agent).await;
             }
             Some((command, reply)) = requests.recv() => {
-                let _ = reply.send(agent.handle(&command));
+                let response = match command {
+                    Command::Health | Command::BackendUp { .. } | Command::BackendDown { .. } | Command::BackendAuto { .. } => {
+                        health_command(&mut agent, &health, &command).await
+                    }
+                    other => agent.handle(&other),
+                };
+                let _ = reply.send(response);
                 poke_unresolved(&netlink, &agent).await;
+            }
+            Some(transition) = transitions.recv() => {
+                if let Err(e) = agent.on_health(&transition) { break Err(e); }
             }
             Some(event) = neighbour_events.next() => {
                 if let Err(e) = on_neighbour_event(&netlink, &mut agent, event).await {
@@ -161,6 +173,71 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
     let _ = std::fs::remove_file(&socket_path);
     agent.detach()?;
     outcome
+}
+
+/// Health reports and forced states: these talk to the health runner, so they are async
+/// and live here rather than in the agent core.
+async fn health_command(agent: &mut Agent, health: &HealthHandle, command: &Command) -> Response {
+    let (vip, address, forced) = match command {
+        Command::Health => {
+            let names = agent.backend_names();
+            return match health.snapshot().await {
+                Ok(all) => Response::ok(
+                    all.into_iter()
+                        .filter_map(|s| {
+                            let (vip, address) = names.get(&u32::try_from(s.id.0).ok()?)?.clone();
+                            Some(HealthReport {
+                                vip,
+                                address,
+                                target: s.target.to_string(),
+                                state: s.state.to_string(),
+                                health: s.health.to_string(),
+                                forced: s.forced.map(|f| f.to_string()),
+                                successes: s.successes,
+                                failures: s.failures,
+                                checks: s.checks,
+                                last_error: s.last_error.map(|e| e.to_string()),
+                                last_failure_secs_ago: s
+                                    .last_failure
+                                    .map(|t| t.elapsed().as_secs_f64()),
+                                last_change_secs_ago: s.last_change.elapsed().as_secs_f64(),
+                            })
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                Err(e) => Response::err(format!("health checker: {e}")),
+            };
+        }
+        Command::BackendUp { vip, address } => (vip, *address, Some(Forced::Up)),
+        Command::BackendDown { vip, address } => (vip, *address, Some(Forced::Down)),
+        Command::BackendAuto { vip, address } => (vip, *address, None),
+        _ => return Response::err("not a health command"),
+    };
+    let (id, checked) = match agent.backend_id(vip, address) {
+        Ok(x) => x,
+        Err(e) => return Response::err(format!("{e}; nothing was changed")),
+    };
+    let done = if checked {
+        let backend = BackendId(id as u64);
+        match forced {
+            Some(f) => health.force(backend, f).await,
+            None => health.clear_force(backend).await,
+        }
+        .map_err(|e| format!("health checker: {e}"))
+    } else {
+        agent
+            .force_unchecked(id, forced)
+            .map_err(|e| format!("{e:#}"))
+    };
+    match done {
+        Ok(()) => {
+            info!(%vip, backend = %address, forced = ?forced, "operator forced a backend state");
+            Response::ok(
+                serde_json::json!({ "vip": vip, "address": address, "forced": forced.map(|f| f.to_string()) }),
+            )
+        }
+        Err(e) => Response::err(e),
+    }
 }
 
 /// Asks the kernel to resolve backends whose MAC is unknown (new ones after a change);
@@ -258,11 +335,9 @@ async fn serve_client(stream: UnixStream, agent: mpsc::Sender<Pending>) {
     let (read, mut write) = stream.into_split();
     let mut line = Vec::new();
     let limit = control::MAX_REQUEST_BYTES as u64 + 1;
-    let read = tokio::time::timeout(
-        Duration::from_secs(5),
-        BufReader::new(read.take(limit)).read_until(b'\n', &mut line),
-    )
-    .await;
+    let mut reader = BufReader::new(read.take(limit));
+    let read =
+        tokio::time::timeout(Duration::from_secs(5), reader.read_until(b'\n', &mut line)).await;
     let response = match read {
         Err(_) => Response::err("timed out waiting for a request line"),
         Ok(Err(e)) => Response::err(format!("reading the request: {e}")),
@@ -282,4 +357,14 @@ async fn serve_client(stream: UnixStream, agent: mpsc::Sender<Pending>) {
         bytes.push(b'\n');
         let _ = write.write_all(&bytes).await;
     }
+    // Closing with unread input (an oversized request) would reset the connection and
+    // could destroy the reply before the client reads it: finish sending, then drain a
+    // bounded amount of what the client still sends.
+    let _ = write.shutdown().await;
+    let mut rest = reader.into_inner().into_inner().take(16 * 1024 * 1024);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::io::copy(&mut rest, &mut tokio::io::sink()),
+    )
+    .await;
 }

@@ -48,7 +48,7 @@ impl CheckSpec {
 }
 
 /// The state a backend is in before its checks have said anything.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Initial {
     /// Up, but on probation: the first failed check takes it down at once, whatever `fall`

@@ -9,8 +9,9 @@ use std::{
 
 use super::wire::Mac;
 
-/// Where the captures live: `shared/` beside the repository's working tree.
-pub const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vrrp-captures");
+/// Where the captures live: checked in beside the tests (a copy of the team's
+/// `shared/vrrp-captures`, so a clone anywhere can run them).
+pub const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vrrp-captures");
 
 /// One captured frame.
 pub struct Frame {
@@ -70,8 +71,8 @@ pub fn dir() -> PathBuf {
     let dir = PathBuf::from(DIR);
     assert!(
         dir.join("README.md").is_file(),
-        "the keepalived captures are missing: expected {} (shared/vrrp-captures beside the \
-         repository)",
+        "the keepalived captures are missing: expected {} (copied from the team's \
+         shared/vrrp-captures, checked in with the tests)",
         dir.display()
     );
     dir
