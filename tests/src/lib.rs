@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod client;
 pub mod frames;
+pub mod http;
 pub mod lab;
 pub mod netns;
 pub mod program;
