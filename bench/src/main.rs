@@ -2,6 +2,7 @@
 //! Figures are compared with baselines measured in the same run, so they hold on a noisy
 //! machine. Results and how to reproduce them: `bench/README.md`.
 
+mod health;
 mod machine;
 mod maglev;
 mod xdp;
@@ -20,7 +21,7 @@ struct Args {
     bench: Option<Bench>,
 }
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 enum Bench {
     /// Per-packet cost of the XDP program (BPF_PROG_TEST_RUN, kernel-timed) next to an
     /// empty XDP_PASS program and a MAC-swapping XDP_TX baseline.
@@ -39,8 +40,17 @@ enum Bench {
         #[arg(long, default_value_t = 7)]
         rounds: usize,
     },
+    /// Health checks: detection/recovery latency per check kind; CPU and memory for
+    /// 1,000 backends checked every second.
+    Health {
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Every benchmark.
     All,
+    /// (internal) accept and close TCP connections on ADDR: the target of `health`.
+    #[command(hide = true)]
+    ServeTcp { addr: String },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,10 +59,14 @@ fn main() -> anyhow::Result<()> {
     match args.bench.unwrap_or(Bench::All) {
         Bench::Xdp { repeat, rounds } => xdp::run(&args.out, repeat, rounds),
         Bench::Maglev { rounds } => maglev::run(&args.out, rounds),
+        Bench::Health { rounds } => health::run(&args.out, rounds),
+        Bench::ServeTcp { addr } => health::serve_tcp(&addr),
         Bench::All => {
             xdp::run(&args.out, 1_000_000, 7)?;
             println!();
-            maglev::run(&args.out, 7)
+            maglev::run(&args.out, 7)?;
+            println!();
+            health::run(&args.out, 5)
         }
     }
 }
