@@ -155,6 +155,23 @@ fn every_key_is_documented() {
         "udp_idle_timeout",
         "source_affinity",
         "drain",
+        "type",
+        "interval",
+        "timeout",
+        "rise",
+        "fall",
+        "initial",
+        "source_address",
+        "path",
+        "host",
+        "expect_status",
+        "expect_body",
+        "server_name",
+        "ca_file",
+        "insecure_skip_verify",
+        "send",
+        "expect",
+        "command",
         "name",
         "address",
         "port",
@@ -188,5 +205,30 @@ fn a_config_round_trips_through_toml() {
     assert_eq!(
         parse(&to_toml(&parse(GOOD).unwrap())).unwrap(),
         parse(GOOD).unwrap()
+    );
+}
+
+#[test]
+fn health_checks_round_trip_and_their_errors_are_located() {
+    let good = with_vip(
+        "address = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\n[vip.health_check]\ntype = \"http\"\npath = \"/healthz\"\n\
+         interval = \"500ms\"\nexpect_status = [200, 204]\n",
+    );
+    let c = parse(&good).unwrap();
+    assert!(c.vips[0].health_check.is_some());
+    assert_eq!(parse(&to_toml(&c)).unwrap(), c);
+    let bad = with_vip(
+        "address = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\n[vip.health_check]\ntype = \"tcp\"\ninterval = \"1parsec\"\npath = \"/x\"\n",
+    );
+    let got = errors(&bad);
+    assert!(
+        got.iter()
+            .any(|e| e.starts_with("10:12 vip[0].health_check.interval:")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|e| e.starts_with("11:8 vip[0].health_check.path:")),
+        "{got:?}"
     );
 }
