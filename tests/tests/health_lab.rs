@@ -245,7 +245,8 @@ fn http_checks_tell_200_from_503_and_https_checks_verify_a_real_tls_server() {
             8081,
             "type = \"http\"
 path = \"/health\"
-expect_status = [200]".to_owned(),
+expect_status = [200]"
+                .to_owned(),
         ),
         (
             "tls",
