@@ -9,6 +9,7 @@ pub mod addr;
 pub mod backend;
 pub mod flow;
 pub mod iface;
+pub mod nat;
 pub mod settings;
 pub mod stats;
 pub mod vip;
@@ -31,6 +32,7 @@ impl_pod!(
     flow::FlowKey,
     flow::FlowEntry,
     iface::IfaceInfo,
+    nat::NatEntry,
     settings::Settings,
     stats::Counter,
 );

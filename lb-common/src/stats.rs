@@ -1,7 +1,8 @@
-//! Counters: per VIP (`VIP_STATS`), per backend (`BACKEND_STATS`) and per reason
-//! (`REASON_STATS`), all per-CPU arrays of [`Counter`]. Every packet the program sees is
-//! counted under exactly one [`Reason`], so an operator can always tell why a packet was
-//! passed, dropped or forwarded.
+//! Counters: per VIP (`VIP_STATS`), per backend (`BACKEND_STATS`), NAT replies per VIP and
+//! per backend (`VIP_REPLY_STATS`, `BACKEND_REPLY_STATS`) and per reason (`REASON_STATS`),
+//! all per-CPU arrays of [`Counter`]. Every packet the program sees is counted under exactly
+//! one [`Reason`], so an operator can always tell why a packet was passed, dropped or
+//! forwarded.
 
 /// Value of every stats map (summed over CPUs by the reader).
 #[repr(C)]
@@ -80,15 +81,31 @@ reasons! {
     ForwardedDr = 0, "forwarded_dr", Tx, "forwarded to a backend in direct-return mode";
     PassNotIp = 1, "pass_not_ip", Pass, "not an IP packet (and not ARP)";
     PassArp = 2, "pass_arp", Pass, "ARP, always left to the kernel";
-    PassIpv6 = 3, "pass_ipv6", Pass, "IPv6, not balanced by this version";
+    PassIpv6Ext = 3, "pass_ipv6_ext", Pass, "IPv6 with extension headers the program does not walk (more than 6, or a routing header with segments left)";
     PassMalformed = 4, "pass_malformed", Pass, "truncated or invalid Ethernet/IP/TCP/UDP header";
-    PassFragment = 5, "pass_fragment", Pass, "IP fragment, left to the kernel";
+    PassFragment = 5, "pass_fragment", Pass, "IP fragment (IPv4, or IPv6 with a fragment header), left to the kernel";
     PassVrrp = 6, "pass_vrrp", Pass, "VRRP advertisement, always left to the kernel";
-    PassNotTcpUdp = 7, "pass_not_tcp_udp", Pass, "IP protocol other than TCP or UDP";
-    PassNotVip = 8, "pass_not_vip", Pass, "destination (address, port, protocol) is not a VIP";
+    PassNotTcpUdp = 7, "pass_not_tcp_udp", Pass, "IP protocol other than TCP, UDP or ICMP (including IPsec AH/ESP)";
+    PassNotVip = 8, "pass_not_vip", Pass, "destination (address, port, protocol) is not a VIP, nor is it a reply of a NAT connection";
     PassUnknownIface = 9, "pass_unknown_iface", Pass, "arrived on an interface the agent did not configure";
-    DropNoBackend = 10, "drop_no_backend", Drop, "the VIP has no usable backend";
+    DropNoBackend = 10, "drop_no_backend", Drop, "the VIP has no usable backend (of the packet's address family)";
     DropMacUnresolved = 11, "drop_mac_unresolved", Drop, "the chosen backend's MAC is not resolved yet";
+    ForwardedNat = 12, "forwarded_nat", Tx, "NAT: translated to the backend, sent out of the interface it came in on";
+    RedirectedNat = 13, "redirected_nat", Redirect, "NAT: translated to the backend, sent out of another interface";
+    ForwardedNatReply = 14, "forwarded_nat_reply", Tx, "NAT: a backend's reply translated back to the VIP, sent out of the interface it came in on";
+    RedirectedNatReply = 15, "redirected_nat_reply", Redirect, "NAT: a backend's reply translated back to the VIP, sent out of another interface";
+    ForwardedIcmpDr = 16, "forwarded_icmp_dr", Tx, "ICMP error about a DR flow (e.g. fragmentation needed) sent to the flow's backend";
+    ForwardedIcmpNat = 17, "forwarded_icmp_nat", Tx, "ICMP error about a NAT flow, translated, sent out of the interface it came in on";
+    RedirectedIcmpNat = 18, "redirected_icmp_nat", Redirect, "ICMP error about a NAT flow, translated, sent out of another interface";
+    PassIcmp = 19, "pass_icmp", Pass, "ICMP that is not an error about a balanced flow (echo, neighbour discovery, errors about the node's own traffic)";
+    PassNatVlan = 20, "pass_nat_vlan", Pass, "NAT traffic in a VLAN-tagged frame, left to the kernel (NAT forwards untagged frames only)";
+    DropTtlExceeded = 21, "drop_ttl_exceeded", Drop, "NAT: the TTL or hop limit would reach zero";
+    PassFibNoNeigh = 22, "pass_fib_no_neigh", Pass, "NAT: the next hop's MAC is not in the kernel's neighbour table; the translated packet goes to the kernel, which resolves it and forwards";
+    PassFibFwdDisabled = 23, "pass_fib_fwd_disabled", Pass, "NAT: forwarding is disabled (sysctl net.ipv4.ip_forward, net.ipv6.conf.all.forwarding); the translated packet goes to the kernel";
+    PassFibNotForwarded = 24, "pass_fib_not_forwarded", Pass, "NAT: the route is not a plain forwarding route (local, broadcast, multicast, tunnel); the translated packet goes to the kernel";
+    PassFibFragNeeded = 25, "pass_fib_frag_needed", Pass, "NAT: larger than the egress MTU; the translated packet goes to the kernel, which fragments it or answers with ICMP";
+    DropFibUnreachable = 26, "drop_fib_unreachable", Drop, "NAT: the route is a blackhole, unreachable or prohibit route";
+    PassNoTxPort = 27, "pass_no_tx_port", Pass, "NAT: the egress interface is not in TX_PORTS; the translated packet goes to the kernel";
 }
 
 #[cfg(test)]

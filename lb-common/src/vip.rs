@@ -19,8 +19,14 @@ pub struct VipKey {
 }
 const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 
-/// Forwarding mode of a VIP (`VipInfo::mode`).
+/// Forwarding mode of a VIP (`VipInfo::mode`): direct return. Only the MACs change; the
+/// backend holds the VIP on its loopback and answers the client itself.
 pub const MODE_DR: u32 = 0;
+/// Forwarding mode: NAT. Destination address and port become the backend's
+/// (`Backend::addr`, `Backend::port_be`), the packet is routed with the kernel's FIB, and
+/// the backend's replies, routed back through this node, are translated back to the VIP.
+/// A mode the program does not know makes the VIP invisible to it (`pass_not_vip`).
+pub const MODE_NAT: u32 = 1;
 
 /// `VipInfo::flags`: hash and pin on the client address only, so every connection of a
 /// client reaches the same backend while its flow entry lives (keepalived's

@@ -2,7 +2,7 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use lb_common::{
-    backend::{BACKEND_F_PRESENT, NO_BACKEND},
+    backend::{Backend, BACKEND_F_PRESENT, NO_BACKEND},
     flow::{FlowEntry, FlowKey},
     vip::{VipInfo, VIP_F_SOURCE_AFFINITY},
 };
@@ -12,35 +12,63 @@ use crate::{
     parse::{Parsed, IPPROTO_TCP},
 };
 
+/// The flow table key of `flow`: with source affinity every connection of a client shares
+/// one entry and one hash.
+#[inline(always)]
+fn key_of(flow: &FlowKey, vip: &VipInfo) -> FlowKey {
+    let mut key = *flow;
+    if vip.flags & VIP_F_SOURCE_AFFINITY != 0 {
+        key.sport_be = 0;
+    }
+    key
+}
+
+/// The hash seed and the idle timeout of `proto`'s flows.
+#[inline(always)]
+fn settings(proto: u8) -> (u32, u64) {
+    match SETTINGS.get(0) {
+        Some(s) if proto == IPPROTO_TCP => (s.hash_seed, s.tcp_idle_ns),
+        Some(s) => (s.hash_seed, s.udp_idle_ns),
+        None => (0, 0),
+    }
+}
+
+/// The lookup table's choice for `key`.
+#[inline(always)]
+fn hashed(key: &FlowKey, vip: &VipInfo, seed: u32) -> Option<u32> {
+    if vip.table_size == 0 {
+        return None;
+    }
+    let slot = vip
+        .table_offset
+        .wrapping_add(lb_common::flow::flow_hash(key, seed) % vip.table_size);
+    match BACKEND_TABLE.get(slot) {
+        Some(&id) if id != NO_BACKEND => Some(id),
+        _ => None,
+    }
+}
+
 /// Picks the backend id for `pkt`: the pinned one if the flow is known, its backend still
 /// exists and the entry is fresh; otherwise the lookup table's choice, which is then
 /// pinned. `None` when the VIP has no backend.
 #[inline(always)]
 pub fn backend_for(pkt: &Parsed, vip: &VipInfo) -> Option<u32> {
     let affinity = vip.flags & VIP_F_SOURCE_AFFINITY != 0;
-    let mut key: FlowKey = pkt.flow;
-    if affinity {
-        // Every connection of a client shares one entry and one hash.
-        key.sport_be = 0;
-    }
-    let (seed, idle_ns) = match SETTINGS.get(0) {
-        Some(s) if pkt.flow.proto == IPPROTO_TCP => (s.hash_seed, s.tcp_idle_ns),
-        Some(s) => (s.hash_seed, s.udp_idle_ns),
-        None => (0, 0),
-    };
+    let key = key_of(&pkt.flow, vip);
+    let (seed, idle_ns) = settings(pkt.flow.proto);
     // SAFETY: ktime has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
 
     // A new SYN on a known tuple is a new connection (port reuse): balance it afresh.
     // With affinity the point is to stick, so a SYN keeps the client's entry.
     if !pkt.is_syn() || affinity {
-        if let Some(entry) = FLOWS.get_ptr_mut(&key) {
+        if let Some(entry) = FLOWS.get_ptr_mut(key) {
             // SAFETY: the pointer comes from the lookup; a concurrent update of the same
             // entry by another CPU writes the same fields with equally valid values.
             let e = unsafe { &mut *entry };
             if e.vip_id == vip.id
                 && now.wrapping_sub(e.last_seen_ns) < idle_ns
-                && backend_present(e.backend_id)
+                && backend(e.backend_id).is_some()
             {
                 e.last_seen_ns = now;
                 return Some(e.backend_id);
@@ -48,21 +76,12 @@ pub fn backend_for(pkt: &Parsed, vip: &VipInfo) -> Option<u32> {
         }
     }
 
-    if vip.table_size == 0 {
-        return None;
-    }
-    let slot = vip
-        .table_offset
-        .wrapping_add(lb_common::flow::flow_hash(&key, seed) % vip.table_size);
-    let id = match BACKEND_TABLE.get(slot) {
-        Some(&id) if id != NO_BACKEND => id,
-        _ => return None,
-    };
+    let id = hashed(&key, vip, seed)?;
     // A full table evicts its least recently used entry; failing to pin only means the
     // next packet is hashed again, to the same backend while the set is unchanged.
     let _ = FLOWS.insert(
-        &key,
-        &FlowEntry {
+        key,
+        FlowEntry {
             backend_id: id,
             vip_id: vip.id,
             last_seen_ns: now,
@@ -72,7 +91,31 @@ pub fn backend_for(pkt: &Parsed, vip: &VipInfo) -> Option<u32> {
     Some(id)
 }
 
+/// The backend `flow` (client → VIP) is pinned to, or else the lookup table's choice,
+/// without pinning or refreshing anything: for an ICMP error about the flow.
 #[inline(always)]
-fn backend_present(id: u32) -> bool {
-    matches!(BACKENDS.get(id), Some(b) if b.flags & BACKEND_F_PRESENT != 0)
+pub fn backend_of(flow: &FlowKey, vip: &VipInfo) -> Option<u32> {
+    let key = key_of(flow, vip);
+    let (seed, idle_ns) = settings(flow.proto);
+    // SAFETY: entries are plain data; a racing update yields an old or new valid entry.
+    if let Some(e) = unsafe { FLOWS.get(key) } {
+        // SAFETY: ktime has no preconditions.
+        let now = unsafe { bpf_ktime_get_ns() };
+        if e.vip_id == vip.id
+            && now.wrapping_sub(e.last_seen_ns) < idle_ns
+            && backend(e.backend_id).is_some()
+        {
+            return Some(e.backend_id);
+        }
+    }
+    hashed(&key, vip, seed)
+}
+
+/// Backend `id` if its entry is in use.
+#[inline(always)]
+pub fn backend(id: u32) -> Option<&'static Backend> {
+    match BACKENDS.get(id) {
+        Some(b) if b.flags & BACKEND_F_PRESENT != 0 => Some(b),
+        _ => None,
+    }
 }

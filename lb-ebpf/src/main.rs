@@ -1,22 +1,28 @@
-//! The XDP load balancer: parse → VIP → flow / lookup table → backend → rewrite → count →
-//! verdict.
+//! The XDP load balancer: parse → VIP → flow / lookup table → backend → rewrite (DR: MACs;
+//! NAT: addresses, ports, checksums, then the FIB's route) → count → verdict. Packets that
+//! are not for a VIP may be NAT replies or ICMP errors about balanced flows.
 #![no_std]
 #![no_main]
 
+mod csum;
 mod dr;
+mod fib;
 mod flow;
+mod icmp;
 mod maps;
+mod nat;
 mod parse;
 mod stats;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use lb_common::{
-    backend::{BACKEND_F_MAC_VALID, BACKEND_F_PRESENT},
+    backend::BACKEND_F_MAC_VALID,
     stats::Reason,
-    vip::VipKey,
+    vip::{VipInfo, VipKey, MODE_DR, MODE_NAT},
 };
 
-use maps::{BACKENDS, IFACES, VIPS};
+use maps::{IFACES, SCRATCH, VIPS};
+use parse::{Kind, Parsed};
 
 #[xdp]
 pub fn xdp_lb(ctx: XdpContext) -> u32 {
@@ -28,10 +34,22 @@ pub fn xdp_lb(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn balance(ctx: &XdpContext, bytes: u64) -> Reason {
-    let pkt = match parse::parse(ctx) {
-        Ok(p) => p,
-        Err(reason) => return reason,
+    // The one entry of a per-CPU array always exists.
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return Reason::PassMalformed;
     };
+    // SAFETY: this CPU's entry, used by this program run alone.
+    let scratch = unsafe { &mut *scratch };
+    match parse::parse(ctx, scratch) {
+        Ok(Kind::Transport) => transport(ctx, &scratch.pkt, bytes),
+        Ok(Kind::IcmpError) => icmp::handle(ctx, &scratch.pkt, &scratch.inner),
+        Err(reason) => reason,
+    }
+}
+
+/// A TCP or UDP packet: to a VIP (DR or NAT), a NAT backend's reply, or neither.
+#[inline(always)]
+fn transport(ctx: &XdpContext, pkt: &Parsed, bytes: u64) -> Reason {
     let key = VipKey {
         addr: pkt.flow.dst,
         port_be: pkt.flow.dport_be,
@@ -41,8 +59,20 @@ fn balance(ctx: &XdpContext, bytes: u64) -> Reason {
     // SAFETY: VIPS entries are only replaced whole by the agent; a racing update yields
     // the old or the new VIP, both valid.
     let Some(vip) = (unsafe { VIPS.get(key) }) else {
-        return Reason::PassNotVip;
+        return nat::reply(ctx, pkt);
     };
+    match vip.mode {
+        MODE_DR => direct_return(ctx, pkt, vip, bytes),
+        MODE_NAT => nat::forward(ctx, pkt, &key, vip),
+        _ => Reason::PassNotVip,
+    }
+}
+
+/// DR: the frame goes to the backend's MAC, out of the interface it came in on.
+// Each path is a BPF subprogram of its own: inlined together, their locals exceed the
+// 512-byte stack.
+#[inline(never)]
+fn direct_return(ctx: &XdpContext, pkt: &Parsed, vip: &VipInfo, bytes: u64) -> Reason {
     let ifindex = ctx.ingress_ifindex() as u32;
     // SAFETY: as above.
     let Some(iface) = (unsafe { IFACES.get(ifindex) }) else {
@@ -50,15 +80,12 @@ fn balance(ctx: &XdpContext, bytes: u64) -> Reason {
     };
     stats::count_vip(vip.id, bytes);
 
-    let Some(backend_id) = flow::backend_for(&pkt, vip) else {
+    let Some(backend_id) = flow::backend_for(pkt, vip) else {
         return Reason::DropNoBackend;
     };
-    let Some(backend) = BACKENDS.get(backend_id) else {
+    let Some(backend) = flow::backend(backend_id) else {
         return Reason::DropNoBackend;
     };
-    if backend.flags & BACKEND_F_PRESENT == 0 {
-        return Reason::DropNoBackend;
-    }
     if backend.flags & BACKEND_F_MAC_VALID == 0 {
         return Reason::DropMacUnresolved;
     }

@@ -4,16 +4,19 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
     backend::{Backend, DEFAULT_TABLE_CAPACITY, MAX_BACKENDS},
     flow::{FlowEntry, FlowKey, DEFAULT_FLOW_CAPACITY},
     iface::{IfaceInfo, MAX_IFACES},
+    nat::{NatEntry, DEFAULT_NAT_CAPACITY},
     settings::Settings,
     stats::{Counter, Reason},
     vip::{VipInfo, VipKey, MAX_VIPS},
 };
+
+use crate::parse::Scratch;
 
 #[map]
 pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS, 0);
@@ -35,6 +38,17 @@ pub static BACKEND_TABLE: Array<u32> =
 pub static FLOWS: LruHashMap<FlowKey, FlowEntry> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, 0);
 
+/// NAT connections by reply tuple → the VIP their replies must come from (see
+/// `lb_common::nat`, also for what happens when it is full). The agent sizes it at load.
+#[map]
+pub static NAT_CONNS: LruHashMap<FlowKey, NatEntry> =
+    LruHashMap::with_max_entries(DEFAULT_NAT_CAPACITY, 0);
+
+/// Interfaces NAT may redirect to (key = ifindex, value = the same ifindex), filled by the
+/// agent. A FIB egress interface missing here sends the packet to the kernel instead.
+#[map]
+pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_IFACES, 0);
+
 #[map]
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
 
@@ -50,5 +64,17 @@ pub static VIP_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_V
 #[map]
 pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
+/// Per-CPU room for the parsed headers (see `parse::Scratch`); not used by the agent.
+#[map]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 pub static REASON_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
+
+/// NAT replies translated back to the client, per VIP and per backend.
+#[map]
+pub static VIP_REPLY_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+
+#[map]
+pub static BACKEND_REPLY_STATS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(MAX_BACKENDS, 0);

@@ -3,7 +3,7 @@
 use aya_ebpf::maps::PerCpuArray;
 use lb_common::stats::{Counter, Reason};
 
-use crate::maps::{BACKEND_STATS, REASON_STATS, VIP_STATS};
+use crate::maps::{BACKEND_REPLY_STATS, BACKEND_STATS, REASON_STATS, VIP_REPLY_STATS, VIP_STATS};
 
 #[inline(always)]
 fn add(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
@@ -29,4 +29,14 @@ pub fn count_vip(vip_id: u32, bytes: u64) {
 #[inline(always)]
 pub fn count_backend(backend_id: u32, bytes: u64) {
     add(&BACKEND_STATS, backend_id, bytes);
+}
+
+#[inline(always)]
+pub fn count_vip_reply(vip_id: u32, bytes: u64) {
+    add(&VIP_REPLY_STATS, vip_id, bytes);
+}
+
+#[inline(always)]
+pub fn count_backend_reply(backend_id: u32, bytes: u64) {
+    add(&BACKEND_REPLY_STATS, backend_id, bytes);
 }

@@ -6,7 +6,7 @@
 
 use anyhow::{anyhow, bail, Context as _};
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues},
     programs::{xdp::XdpLinkId, ProgramError, TestRun as _, TestRunOptions, Xdp},
     util::nr_cpus,
     Ebpf, EbpfLoader,
@@ -15,6 +15,7 @@ use lb_common::{
     backend::Backend,
     flow::{FlowEntry, FlowKey},
     iface::IfaceInfo,
+    nat::NatEntry,
     settings::Settings,
     stats::{Counter, Reason},
     vip::{VipInfo, VipKey},
@@ -113,11 +114,13 @@ unsafe impl Send for MappedTable {}
 
 impl Dataplane {
     /// Loads the program into the kernel (not attached) with a lookup table of
-    /// `table_capacity` slots and a flow table of `flow_capacity` entries.
+    /// `table_capacity` slots, and a flow table and a NAT connection table of
+    /// `flow_capacity` entries each.
     pub fn load(table_capacity: u32, flow_capacity: u32) -> anyhow::Result<Dataplane> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("BACKEND_TABLE", table_capacity)
             .map_max_entries("FLOWS", flow_capacity)
+            .map_max_entries("NAT_CONNS", flow_capacity)
             .load(EBPF_OBJECT)
             .context(
                 "loading the XDP object into the kernel (needs root or CAP_BPF+CAP_NET_ADMIN)",
@@ -143,6 +146,25 @@ impl Dataplane {
             IfaceInfo { mac, _pad: [0; 2] },
             0,
         )?;
+        Ok(())
+    }
+
+    /// Lets NAT send packets out of `ifindex` (`XDP_REDIRECT` through the `TX_PORTS`
+    /// devmap) when the FIB routes them there and they came in on another interface. Every
+    /// interface NAT traffic may leave by needs an entry, and its driver must support
+    /// XDP redirect targets (`ndo_xdp_xmit`; for a veth, its peer must run an XDP program).
+    pub fn set_tx_port(&mut self, ifindex: u32) -> anyhow::Result<()> {
+        DevMapHash::try_from(map(&mut self.ebpf, "TX_PORTS")?)
+            .context("map TX_PORTS")?
+            .insert(ifindex, ifindex, None, 0)
+            .with_context(|| format!("adding ifindex {ifindex} to TX_PORTS"))?;
+        Ok(())
+    }
+
+    pub fn remove_tx_port(&mut self, ifindex: u32) -> anyhow::Result<()> {
+        DevMapHash::try_from(map(&mut self.ebpf, "TX_PORTS")?)
+            .context("map TX_PORTS")?
+            .remove(ifindex)?;
         Ok(())
     }
 
@@ -231,13 +253,16 @@ impl Dataplane {
         self.attached.as_ref().map(|(i, _)| *i)
     }
 
-    /// Zeroes a VIP's counters (an id being reused must not inherit its old numbers).
+    /// Zeroes a VIP's counters, NAT replies included (an id being reused must not inherit
+    /// its old numbers).
     pub fn reset_vip_counter(&mut self, id: u32) -> anyhow::Result<()> {
-        zero_per_cpu(&mut self.ebpf, "VIP_STATS", id)
+        zero_per_cpu(&mut self.ebpf, "VIP_STATS", id)?;
+        zero_per_cpu(&mut self.ebpf, "VIP_REPLY_STATS", id)
     }
 
     pub fn reset_backend_counter(&mut self, id: u32) -> anyhow::Result<()> {
-        zero_per_cpu(&mut self.ebpf, "BACKEND_STATS", id)
+        zero_per_cpu(&mut self.ebpf, "BACKEND_STATS", id)?;
+        zero_per_cpu(&mut self.ebpf, "BACKEND_REPLY_STATS", id)
     }
 
     /// Flow-table entries per backend id. Walks the whole table (one syscall per entry),
@@ -295,6 +320,28 @@ impl Dataplane {
         Ok(MapSnapshot { vips, backends })
     }
 
+    /// NAT connections (walks the table: for tests and diagnostics), keyed by the reply's
+    /// 5-tuple.
+    pub fn nat_entries(&self) -> anyhow::Result<Vec<(FlowKey, NatEntry)>> {
+        let m = self
+            .ebpf
+            .map("NAT_CONNS")
+            .ok_or_else(|| anyhow!("map NAT_CONNS missing from the XDP object"))?;
+        Ok(HashMap::<_, FlowKey, NatEntry>::try_from(m)?
+            .iter()
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// NAT replies translated back to clients, for VIP `id` (packets and bytes).
+    pub fn vip_reply_counter(&self, id: u32) -> anyhow::Result<Counter> {
+        per_cpu_sum(&self.ebpf, "VIP_REPLY_STATS", id)
+    }
+
+    /// NAT replies from backend `id` translated back to clients.
+    pub fn backend_reply_counter(&self, id: u32) -> anyhow::Result<Counter> {
+        per_cpu_sum(&self.ebpf, "BACKEND_REPLY_STATS", id)
+    }
+
     pub fn vip_counter(&self, id: u32) -> anyhow::Result<Counter> {
         per_cpu_sum(&self.ebpf, "VIP_STATS", id)
     }
@@ -327,6 +374,45 @@ impl Dataplane {
         Ok((result.return_value, out))
     }
 
+    /// Like [`Dataplane::test_run`], as if `frame` arrived on interface `ifindex` of the
+    /// calling thread's network namespace (queue 0).
+    pub fn test_run_on(&mut self, ifindex: u32, frame: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let ctx = xdp_md(ifindex, frame.len());
+        let result = program(&mut self.ebpf)?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                repeat: 1,
+                ..Default::default()
+            })
+            .with_context(|| format!("BPF_PROG_TEST_RUN on ifindex {ifindex}"))?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value, out))
+    }
+
+    /// Like [`Dataplane::time_run`], arriving on `ifindex` (see [`Dataplane::test_run_on`]).
+    pub fn time_run_on(
+        &mut self,
+        ifindex: u32,
+        frame: &[u8],
+        repeat: u32,
+    ) -> anyhow::Result<std::time::Duration> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let ctx = xdp_md(ifindex, frame.len());
+        let result = program(&mut self.ebpf)?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                repeat,
+                ..Default::default()
+            })
+            .context("BPF_PROG_TEST_RUN")?;
+        Ok(result.duration)
+    }
+
     /// Runs the program `repeat` times on `frame` in the kernel and returns the mean
     /// duration per run, as the kernel measured it.
     pub fn time_run(&mut self, frame: &[u8], repeat: u32) -> anyhow::Result<std::time::Duration> {
@@ -349,6 +435,15 @@ impl Drop for Dataplane {
             tracing::warn!("while unloading: {e:#}");
         }
     }
+}
+
+/// `struct xdp_md` for `BPF_PROG_TEST_RUN` of a `len`-byte frame without metadata
+/// (data = 0, data_end = len, data_meta = 0), received on `ifindex`, queue 0.
+fn xdp_md(ifindex: u32, len: usize) -> Vec<u8> {
+    [0u32, len as u32, 0, ifindex, 0, 0]
+        .iter()
+        .flat_map(|w| w.to_ne_bytes())
+        .collect()
 }
 
 fn program(ebpf: &mut Ebpf) -> anyhow::Result<&mut Xdp> {

@@ -140,9 +140,19 @@ fn vrrp_passes_untouched_even_to_the_vip() {
 }
 
 #[test]
-fn ipv6_passes_untouched() {
+fn ipv6_not_for_a_vip_passes_untouched() {
     let mut h = harness!();
-    assert_passed_untouched(&mut h, &frames::ipv6_tcp(), Reason::PassIpv6);
+    let other: std::net::IpAddr = "2001:db8::10".parse().unwrap();
+    let client = lb_tests::program::CLIENT6.into();
+    let vip6 = lb_tests::program::VIP6.into();
+    for frame in [
+        frames::Frame::new(client, 40000, other, 80).tcp(),
+        frames::Frame::new(client, 40000, other, 80).udp(),
+        frames::Frame::new(client, 40000, vip6, 81).tcp(),
+        frames::Frame::new(client, 40000, vip6, 53).udp(),
+    ] {
+        assert_passed_untouched(&mut h, &frame, Reason::PassNotVip);
+    }
 }
 
 #[test]

@@ -100,7 +100,14 @@ fn base_frame(rng: &mut SmallRng) -> Vec<u8> {
         7 => frames::tcp(src, sport, Ipv4Addr::from(rng.gen::<u32>()), port),
         8 => frames::arp_who_has_vip(),
         9 => frames::vrrp(VIP),
-        10 => frames::ipv6_tcp(),
+        // IPv6 not to a VIP (two bytes away from any VIP, so a single mutation cannot make one).
+        10 => frames::Frame::new(
+            lb_tests::program::CLIENT6.into(),
+            sport,
+            "2001:db8:1::1:10".parse().unwrap(),
+            80,
+        )
+        .tcp(),
         _ => (0..rng.gen_range(14..200)).map(|_| rng.gen()).collect(),
     }
 }
