@@ -371,7 +371,7 @@ fn nat_an_error_from_the_backend_side_is_translated_back_to_the_client() {
                             f,
                             c,
                             64,
-                            kind.clone(),
+                            kind,
                             &quote(&seen, None),
                         ),
                         icmp6_error((LB_MAC, CLIENT_MAC), s, c, 63, kind, &quote(&sent, None)),
