@@ -269,17 +269,17 @@ pub fn parse(ctx: &XdpContext, out: &mut Scratch) -> Result<Kind, Reason> {
         ETH_P_ARP => return Err(Reason::PassArp),
         _ => return Err(Reason::PassNotIp),
     };
-    match ip.flow.proto {
-        IPPROTO_TCP | IPPROTO_UDP => {
+    match (ip.flow.proto, ip.v6) {
+        (IPPROTO_TCP | IPPROTO_UDP, _) => {
             out.pkt = transport(ctx, ip)?;
             Ok(Kind::Transport)
         }
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+        (IPPROTO_ICMP, false) | (IPPROTO_ICMPV6, true) => {
             out.inner = icmp::parse_error(ctx, &ip)?;
             out.pkt = ip;
             Ok(Kind::IcmpError)
         }
-        IPPROTO_VRRP => Err(Reason::PassVrrp),
+        (IPPROTO_VRRP, _) => Err(Reason::PassVrrp),
         _ => Err(Reason::PassNotTcpUdp),
     }
 }
