@@ -33,6 +33,7 @@ use crate::{
     parse::{byte, raw16, set_byte, set_raw16},
 };
 
+const _: () = assert!(core::mem::size_of::<FibParams>() == 64);
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
@@ -66,23 +67,43 @@ pub fn lookup(
     dport_be: u16,
     len: usize,
 ) -> Route {
-    // SAFETY: a plain C struct; all-zero is its "no input" state.
-    let mut p: FibParams = unsafe { core::mem::zeroed() };
-    p.l4_protocol = proto;
-    p.sport = sport_be;
-    p.dport = dport_be;
-    // The kernel compares it with the egress MTU (IPv4 total length, IPv6 header + payload).
-    p.__bindgen_anon_1.tot_len = len as u16;
-    p.ifindex = ctx.ingress_ifindex() as u32;
-    if v6 {
-        p.family = AF_INET6;
-        p.__bindgen_anon_3.ipv6_src = *src;
-        p.__bindgen_anon_4.ipv6_dst = *dst;
-    } else {
-        p.family = AF_INET;
-        p.__bindgen_anon_3.ipv4_src = src[3];
-        p.__bindgen_anon_4.ipv4_dst = dst[3];
+    // Built from whole words (an IPv4 address is the first word of the IPv6 one): zeroing
+    // the struct, or its MAC arrays, would be a byte-at-a-time `memset` call.
+    #[repr(C)]
+    struct Words {
+        family_proto: u16,
+        sport: u16,
+        dport: u16,
+        tot_len: u16,
+        ifindex: u32,
+        flowinfo: u32,
+        src: Addr,
+        dst: Addr,
+        tbid: u32,
+        macs: [u32; 3],
     }
+    let (family, src, dst) = if v6 {
+        (AF_INET6, *src, *dst)
+    } else {
+        (AF_INET, [src[3], 0, 0, 0], [dst[3], 0, 0, 0])
+    };
+    let words = Words {
+        family_proto: u16::from_ne_bytes([family, proto]),
+        sport: sport_be,
+        dport: dport_be,
+        // The kernel compares it with the egress MTU (IPv4 total length, IPv6 header +
+        // payload).
+        tot_len: len as u16,
+        ifindex: ctx.ingress_ifindex() as u32,
+        flowinfo: 0,
+        src,
+        dst,
+        tbid: 0,
+        // Outputs. Not zero: LLVM would merge 16 zero bytes into a `memset` call.
+        macs: [1, 1, 1],
+    };
+    // SAFETY: same size (asserted below) and layout as bpf_fib_lookup; any bits are valid.
+    let mut p = unsafe { core::mem::transmute::<Words, FibParams>(words) };
     // SAFETY: ctx is the program's context; p is a valid, writable bpf_fib_lookup.
     let rc = unsafe {
         bpf_fib_lookup(

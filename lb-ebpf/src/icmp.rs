@@ -23,12 +23,12 @@ use lb_common::{
     backend::BACKEND_F_MAC_VALID,
     flow::FlowKey,
     stats::Reason,
-    vip::{VipInfo, VipKey, MODE_DR, MODE_NAT},
+    vip::{VipInfo, MODE_DR, MODE_NAT},
 };
 
 use crate::{
     dr, flow,
-    maps::{IFACES, NAT_CONNS, VIPS},
+    maps::{flow_key, vip_key, IFACES, NAT_CONNS, VIPS},
     nat::{self, addr_eq, IcmpTranslation, Side},
     parse::{byte, embedded, Embedded, Parsed},
 };
@@ -66,14 +66,7 @@ pub fn parse_error(ctx: &XdpContext, ip: &Parsed) -> Result<Embedded, Reason> {
 /// The tuple of the other direction.
 #[inline(always)]
 fn reversed(f: &FlowKey) -> FlowKey {
-    FlowKey {
-        src: f.dst,
-        dst: f.src,
-        sport_be: f.dport_be,
-        dport_be: f.sport_be,
-        proto: f.proto,
-        _pad: [0; 3],
-    }
+    flow_key(f.dst, f.src, f.dport_be, f.sport_be, f.proto)
 }
 
 /// Sends an ICMP error about a balanced flow where it belongs (see the module docs).
@@ -82,12 +75,7 @@ pub fn handle(ctx: &XdpContext, outer: &Parsed, inner: &Embedded) -> Reason {
     if !addr_eq(&outer.flow.dst, &inner.flow.src) {
         return Reason::PassIcmp;
     }
-    let key = VipKey {
-        addr: inner.flow.src,
-        port_be: inner.flow.sport_be,
-        proto: inner.flow.proto,
-        _pad: 0,
-    };
+    let key = vip_key(inner.flow.src, inner.flow.sport_be, inner.flow.proto);
     // SAFETY: VIPS entries are only replaced whole by the agent.
     if let Some(vip) = unsafe { VIPS.get(key) } {
         return from_client_side(ctx, outer, inner, vip);

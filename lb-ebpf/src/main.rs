@@ -18,7 +18,7 @@ use aya_ebpf::{macros::xdp, programs::XdpContext};
 use lb_common::{
     backend::BACKEND_F_MAC_VALID,
     stats::Reason,
-    vip::{VipInfo, VipKey, MODE_DR, MODE_NAT},
+    vip::{VipInfo, MODE_DR, MODE_NAT},
 };
 
 use maps::{IFACES, SCRATCH, VIPS};
@@ -50,12 +50,7 @@ fn balance(ctx: &XdpContext, bytes: u64) -> Reason {
 /// A TCP or UDP packet: to a VIP (DR or NAT), a NAT backend's reply, or neither.
 #[inline(always)]
 fn transport(ctx: &XdpContext, pkt: &Parsed, bytes: u64) -> Reason {
-    let key = VipKey {
-        addr: pkt.flow.dst,
-        port_be: pkt.flow.dport_be,
-        proto: pkt.flow.proto,
-        _pad: 0,
-    };
+    let key = maps::vip_key(pkt.flow.dst, pkt.flow.dport_be, pkt.flow.proto);
     // SAFETY: VIPS entries are only replaced whole by the agent; a racing update yields
     // the old or the new VIP, both valid.
     let Some(vip) = (unsafe { VIPS.get(key) }) else {

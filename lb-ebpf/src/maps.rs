@@ -7,6 +7,7 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
+    addr::Addr,
     backend::{Backend, DEFAULT_TABLE_CAPACITY, MAX_BACKENDS},
     flow::{FlowEntry, FlowKey, DEFAULT_FLOW_CAPACITY},
     iface::{IfaceInfo, MAX_IFACES},
@@ -78,3 +79,43 @@ pub static VIP_REPLY_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries
 #[map]
 pub static BACKEND_REPLY_STATS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// `FlowKey` built from whole words: written field by field, its 3 padding bytes make LLVM
+/// call a byte-at-a-time `memset`.
+#[inline(always)]
+pub fn flow_key(src: Addr, dst: Addr, sport_be: u16, dport_be: u16, proto: u8) -> FlowKey {
+    #[repr(C)]
+    struct Words {
+        src: Addr,
+        dst: Addr,
+        ports: u32,
+        proto: u32,
+    }
+    let [a, b] = sport_be.to_ne_bytes();
+    let [c, d] = dport_be.to_ne_bytes();
+    let w = Words {
+        src,
+        dst,
+        ports: u32::from_ne_bytes([a, b, c, d]),
+        proto: u32::from_ne_bytes([proto, 0, 0, 0]),
+    };
+    // SAFETY: same size (asserted) and field offsets as FlowKey's; any bits are valid.
+    unsafe { core::mem::transmute::<Words, FlowKey>(w) }
+}
+
+/// `VipKey` built from whole words, like [`flow_key`].
+#[inline(always)]
+pub fn vip_key(addr: Addr, port_be: u16, proto: u8) -> VipKey {
+    #[repr(C)]
+    struct Words {
+        addr: Addr,
+        rest: u32,
+    }
+    let [a, b] = port_be.to_ne_bytes();
+    let w = Words {
+        addr,
+        rest: u32::from_ne_bytes([a, b, proto, 0]),
+    };
+    // SAFETY: same size (asserted) and field offsets as VipKey's; any bits are valid.
+    unsafe { core::mem::transmute::<Words, VipKey>(w) }
+}

@@ -12,7 +12,6 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
     addr::{Addr, V4_MAPPED_WORD},
     backend::Backend,
-    flow::FlowKey,
     nat::NatEntry,
     stats::Reason,
     vip::{VipInfo, VipKey},
@@ -22,7 +21,7 @@ use crate::{
     csum::{self, Diff},
     fib::{self, Route},
     flow,
-    maps::NAT_CONNS,
+    maps::{flow_key, NAT_CONNS},
     parse::{raw16, set_addr_words, set_raw16, Embedded, Parsed, IPPROTO_TCP},
     stats,
 };
@@ -183,14 +182,13 @@ pub fn forward(ctx: &XdpContext, pkt: &Parsed, vip_key: &VipKey, vip: &VipInfo) 
 /// Records (or refreshes) the connection of `pkt` in `NAT_CONNS` under its reply tuple.
 #[inline(always)]
 fn remember(pkt: &Parsed, vip_key: &VipKey, vip: &VipInfo, backend_id: u32, backend: &Backend) {
-    let key = FlowKey {
-        src: backend.addr,
-        dst: pkt.flow.src,
-        sport_be: backend.port_be,
-        dport_be: pkt.flow.sport_be,
-        proto: pkt.flow.proto,
-        _pad: [0; 3],
-    };
+    let key = flow_key(
+        backend.addr,
+        pkt.flow.src,
+        backend.port_be,
+        pkt.flow.sport_be,
+        pkt.flow.proto,
+    );
     // SAFETY: ktime has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(e) = NAT_CONNS.get_ptr_mut(key) {

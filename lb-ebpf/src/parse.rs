@@ -8,7 +8,7 @@ use lb_common::{
     stats::Reason,
 };
 
-use crate::icmp;
+use crate::{icmp, maps::flow_key};
 
 pub const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
@@ -72,7 +72,7 @@ fn words<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u16; N]> {
 }
 
 #[inline(always)]
-fn set_words<const N: usize>(ctx: &XdpContext, offset: usize, value: [u16; N]) -> Option<()> {
+pub fn set_words<const N: usize>(ctx: &XdpContext, offset: usize, value: [u16; N]) -> Option<()> {
     let p = ptr_at::<[u16; N]>(ctx, offset)?;
     // SAFETY: as in `words`.
     unsafe { p.write(value) };
@@ -308,14 +308,7 @@ fn ipv4(ctx: &XdpContext, l3: usize, vlan: bool) -> Result<Parsed, Reason> {
     }
     let saddr = raw32(ctx, l3 + 12).ok_or(Reason::PassMalformed)?;
     let daddr = raw32(ctx, l3 + 16).ok_or(Reason::PassMalformed)?;
-    let flow = FlowKey {
-        src: from_v4_raw(saddr),
-        dst: from_v4_raw(daddr),
-        sport_be: 0,
-        dport_be: 0,
-        proto,
-        _pad: [0; 3],
-    };
+    let flow = flow_key(from_v4_raw(saddr), from_v4_raw(daddr), 0, 0, proto);
     Ok(Parsed::new(flow, false, vlan, l3, l3 + ihl, l3 + total_len))
 }
 
@@ -362,14 +355,7 @@ fn ipv6(ctx: &XdpContext, l3: usize, vlan: bool) -> Result<Parsed, Reason> {
     if off > end {
         return Err(Reason::PassMalformed);
     }
-    let flow = FlowKey {
-        src,
-        dst,
-        sport_be: 0,
-        dport_be: 0,
-        proto: next,
-        _pad: [0; 3],
-    };
+    let flow = flow_key(src, dst, 0, 0, next);
     Ok(Parsed::new(flow, true, vlan, l3, off, end))
 }
 
@@ -422,14 +408,7 @@ pub fn embedded(ctx: &XdpContext, at: usize, v6: bool, end: usize) -> Option<Emb
         (addr(ctx, at + 12, false)?, addr(ctx, at + 16, false)?)
     };
     Some(Embedded {
-        flow: FlowKey {
-            src,
-            dst,
-            sport_be: raw16(ctx, l4)?,
-            dport_be: raw16(ctx, l4 + 2)?,
-            proto,
-            _pad: [0; 3],
-        },
+        flow: flow_key(src, dst, raw16(ctx, l4)?, raw16(ctx, l4 + 2)?, proto),
         l3: at as u16,
         l4: l4 as u16,
     })
