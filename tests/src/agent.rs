@@ -39,6 +39,31 @@ pub fn lbd_binary() -> PathBuf {
     path
 }
 
+/// Runs `lbctl --socket SOCKET ARGS`; returns its exit code and stdout followed by stderr.
+pub fn lbctl(socket: &Path, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(bin_dir().join("lbctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("run lbctl (build it with cargo build -p lb-userspace --bins)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// When [`LbdGuard::start`] considers the agent up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ready {
+    /// Its status says the program is attached (an agent without VRRP, or a VRRP master).
+    Attached,
+    /// It answers on its control socket (a VRRP node, which may be backup).
+    Answering,
+}
+
 /// A running `lbd`. Dropping it stops the agent (SIGTERM, SIGKILL after 5 s); if the
 /// thread is panicking, the agent's log is printed first, since it usually says why.
 ///
@@ -57,6 +82,7 @@ impl<'lab> LbdGuard<'lab> {
         ns: &str,
         config: &Path,
         log: &Path,
+        ready: Ready,
     ) -> Result<LbdGuard<'lab>> {
         let bin = lbd_binary();
         let socket = control_socket_of(config)?
@@ -99,11 +125,11 @@ impl<'lab> LbdGuard<'lab> {
             socket,
             log: log.to_owned(),
         };
-        guard.wait_ready()?;
+        guard.wait_ready(ready)?;
         Ok(guard)
     }
 
-    fn wait_ready(&mut self) -> Result<()> {
+    fn wait_ready(&mut self, ready: Ready) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut last = anyhow!("no status yet");
         loop {
@@ -116,7 +142,7 @@ impl<'lab> LbdGuard<'lab> {
                 );
             }
             match self.status() {
-                Ok(s) if s.attached => return Ok(()),
+                Ok(s) if s.attached || ready == Ready::Answering => return Ok(()),
                 Ok(s) => last = anyhow!("status says not attached: {s:?}"),
                 Err(e) => last = e,
             }
@@ -177,6 +203,33 @@ impl<'lab> LbdGuard<'lab> {
         let status = self.child.wait().context("waiting for lbd")?;
         self.exit = Some(status);
         Ok(status)
+    }
+
+    /// SIGKILL, as a crash: nothing is handed over, and the virtual addresses stay on
+    /// the interface (the program goes: its link dies with the process). Returns the exit
+    /// status.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        if let Some(status) = self.exit {
+            return Ok(status);
+        }
+        self.forget_pid();
+        let pid = libc::pid_t::try_from(self.child.id())?;
+        // SAFETY: kill has no memory-safety preconditions; the child is not reaped yet, so
+        // the PID is still ours.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let status = self.child.wait().context("waiting for lbd")?;
+        self.exit = Some(status);
+        Ok(status)
+    }
+
+    /// SIGTERM without waiting for the exit; [`stop`](LbdGuard::stop) or drop waits.
+    pub fn terminate(&mut self) -> Result<()> {
+        if self.exit.is_none() {
+            let pid = libc::pid_t::try_from(self.child.id())?;
+            // SAFETY: as in `kill`.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        Ok(())
     }
 
     fn forget_pid(&self) {

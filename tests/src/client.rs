@@ -216,6 +216,44 @@ fn fail_all(n: usize, e: &anyhow::Error) -> Vec<Result<String>> {
     (0..n).map(|_| Err(anyhow!("{e:#}"))).collect()
 }
 
+/// A connection held open across a test, and the backend that answered it first.
+pub type LongLived = (BufReader<TcpStream>, String);
+
+/// One request on an open connection: sends a line, returns the answering backend's name.
+pub fn ask(conn: &mut BufReader<TcpStream>) -> std::io::Result<String> {
+    conn.get_mut().write_all(b"ping\n")?;
+    let mut line = String::new();
+    if conn.read_line(&mut line)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(line.trim().to_owned())
+}
+
+/// Opens `n` connections to `addr` from `ns`, from source ports `first_port..` (choose them
+/// below the kernel's ephemeral range, so closing them cannot leave a TIME_WAIT on a port a
+/// later fixed-port connection wants), each asked once for its backend. The sockets stay in
+/// `ns`; any thread may use them afterwards.
+pub fn long_lived(
+    ns: &str,
+    addr: SocketAddr,
+    n: u16,
+    first_port: u16,
+    timeout: Duration,
+) -> Result<Vec<LongLived>> {
+    netns::run_in(ns, || {
+        (0..n)
+            .map(|i| {
+                let socket = tcp_connect(addr, first_port + i, timeout)?;
+                socket.set_read_timeout(Some(timeout))?;
+                let mut conn = BufReader::new(socket);
+                let name = ask(&mut conn)
+                    .with_context(|| format!("first request on long-lived connection {i}"))?;
+                Ok((conn, name))
+            })
+            .collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

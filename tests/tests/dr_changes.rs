@@ -4,8 +4,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader, Write},
-    net::{Ipv4Addr, TcpStream},
+    net::Ipv4Addr,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -13,41 +12,24 @@ use std::{
     time::Duration,
 };
 
-use lb_tests::{client, netns, require_root, Lab, SourcePorts};
+use lb_tests::{
+    client::{self, ask, LongLived},
+    require_root, Lab, SourcePorts,
+};
 use lb_userspace::{agent::ApplySummary, control::Command};
 
 const LONG_LIVED: u16 = 60;
 const NEW_CONNECTIONS: usize = 300;
 
-/// One request/answer on an open connection: the answer is the serving backend's name.
-fn ask(stream: &mut BufReader<TcpStream>) -> std::io::Result<String> {
-    stream.get_mut().write_all(b"ping\n")?;
-    let mut line = String::new();
-    if stream.read_line(&mut line)? == 0 {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    Ok(line.trim().to_owned())
-}
-
-type Conn = (BufReader<TcpStream>, String);
-
-/// Opens `LONG_LIVED` connections inside the client's namespace (the sockets stay there;
-/// the test thread uses them afterwards); each knows the backend that first answered.
-/// Source ports sit below the kernel's ephemeral range, so closing them cannot leave a
-/// TIME_WAIT on a port a later fixed-port connection wants.
-fn open_long_lived(lab: &Lab) -> Vec<Conn> {
-    let vip = lab.vip();
-    netns::run_in(&lab.client().ns, || {
-        (0..LONG_LIVED)
-            .map(|i| {
-                let socket = client::tcp_connect(vip, 30_000 + i, Duration::from_secs(2))?;
-                socket.set_read_timeout(Some(Duration::from_secs(2)))?;
-                let mut r = BufReader::new(socket);
-                let name = ask(&mut r)?;
-                Ok((r, name))
-            })
-            .collect()
-    })
+/// Opens `LONG_LIVED` connections from the client, each pinned to its first backend.
+fn open_long_lived(lab: &Lab) -> Vec<LongLived> {
+    client::long_lived(
+        &lab.client().ns,
+        lab.vip(),
+        LONG_LIVED,
+        30_000,
+        Duration::from_secs(2),
+    )
     .expect("long-lived connections open")
 }
 
@@ -63,7 +45,7 @@ fn spread_of<'a>(names: impl Iterator<Item = &'a String>) -> BTreeMap<String, us
 /// from the connection's first backend; only connections to `may_break` may fail (they
 /// are cut and counted). Returns (rounds, cut).
 fn stream(
-    mut conns: Vec<Conn>,
+    mut conns: Vec<LongLived>,
     stop: Arc<AtomicBool>,
     may_break: Option<String>,
 ) -> std::thread::JoinHandle<(usize, usize)> {

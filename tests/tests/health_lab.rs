@@ -6,8 +6,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader, Write},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::Path,
     sync::{
         atomic::{AtomicBool, AtomicU16, Ordering},
@@ -16,7 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_tests::{client, http, lab, netns, require_root, servers, Lab, SourcePorts};
+use lb_tests::{
+    client::{self, ask},
+    http, lab, netns, require_root, servers, Lab, SourcePorts,
+};
 use lb_userspace::control::{self, Command, HealthReport};
 
 const PORT: u16 = 8080;
@@ -50,15 +52,6 @@ fn wait_state(socket: &Path, target: &str, want: &str, limit: Duration) -> Durat
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-fn ask(stream: &mut BufReader<TcpStream>) -> std::io::Result<String> {
-    stream.get_mut().write_all(b"ping\n")?;
-    let mut line = String::new();
-    if stream.read_line(&mut line)? == 0 {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    Ok(line.trim().to_owned())
 }
 
 fn spread(lab: &Lab, vip: SocketAddr, first_port: u16) -> BTreeMap<String, usize> {
@@ -111,18 +104,8 @@ fn tcp_checks_remove_a_refusing_and_a_silent_backend_and_bring_them_back() {
     assert_eq!(spread(&lab, vip, 40_000).len(), 3);
 
     // Long-lived connections to b2 and b3 stream through everything that follows.
-    let mut conns: Vec<(BufReader<TcpStream>, String)> = netns::run_in(&lab.client().ns, || {
-        (0..24u16)
-            .map(|i| {
-                let s = client::tcp_connect(vip, 30_000 + i, Duration::from_secs(2))?;
-                s.set_read_timeout(Some(Duration::from_secs(2)))?;
-                let mut r = BufReader::new(s);
-                let n = ask(&mut r)?;
-                Ok((r, n))
-            })
-            .collect()
-    })
-    .unwrap();
+    let mut conns =
+        client::long_lived(&lab.client().ns, vip, 24, 30_000, Duration::from_secs(2)).unwrap();
     conns.retain(|(_, n)| *n != names[0]);
     assert!(!conns.is_empty());
     let mut stream_all = |phase: &str| {

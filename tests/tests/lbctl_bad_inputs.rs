@@ -6,27 +6,9 @@ use std::{
     io::{Read, Write},
     os::unix::net::UnixStream,
     path::Path,
-    process::Command,
 };
 
-use lb_tests::{agent::bin_dir, require_root, Lab};
-
-fn lbctl(socket: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(bin_dir().join("lbctl"))
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .output()
-        .expect("run lbctl");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
+use lb_tests::{agent::lbctl, require_root, Lab};
 
 /// Sends raw bytes to the control socket; returns the reply line.
 fn raw(socket: &Path, bytes: &[u8]) -> String {

@@ -2,53 +2,24 @@
 //! VIP from nothing, then drain, re-weight and remove backends while long-lived connections
 //! stream; reload a changed file; save the running config.
 
-use std::{
-    collections::BTreeMap,
-    io::{BufRead, BufReader, Write},
-    net::TcpStream,
-    path::Path,
-    process::Command,
-    time::Duration,
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use lb_tests::{
+    agent::lbctl,
+    client::{self, ask, LongLived},
+    lab, require_root, Lab, SourcePorts,
 };
 
-use lb_tests::{agent::bin_dir, client, lab, netns, require_root, Lab, SourcePorts};
-
-/// Runs `lbctl --socket SOCKET ARGS`; returns (exit code, stdout, stderr).
-fn lbctl(socket: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin_dir().join("lbctl"))
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .output()
-        .expect("run lbctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-/// `lbctl` that must succeed; returns stdout.
+/// `lbctl` that must succeed; returns its output.
 fn ok(socket: &Path, args: &[&str]) -> String {
-    let (code, out, err) = lbctl(socket, args);
-    assert_eq!(code, 0, "lbctl {args:?} failed: {err}");
+    let (code, out) = lbctl(socket, args);
+    assert_eq!(code, 0, "lbctl {args:?} failed: {out}");
     out
 }
 
-fn ask(stream: &mut BufReader<TcpStream>) -> std::io::Result<String> {
-    stream.get_mut().write_all(b"ping\n")?;
-    let mut line = String::new();
-    if stream.read_line(&mut line)? == 0 {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    Ok(line.trim().to_owned())
-}
-
-type Conn = (BufReader<TcpStream>, String);
-
 /// One request on every open connection: each must answer from its first backend; only
 /// connections to `allowed_to_break` may fail (and are dropped).
-fn check(conns: &mut Vec<Conn>, allowed_to_break: &str) {
+fn check(conns: &mut Vec<LongLived>, allowed_to_break: &str) {
     conns.retain_mut(|(c, n)| match ask(c) {
         Ok(answer) => {
             assert_eq!(&answer, n, "a connection moved from {n} to {answer}");
@@ -120,18 +91,13 @@ fn an_operator_builds_and_changes_a_vip_with_lbctl_while_connections_stream() {
     );
 
     // Long-lived connections, one per backend at least.
-    let vip = lab.vip();
-    let mut conns: Vec<Conn> = netns::run_in(&lab.client().ns, || {
-        (0..30u16)
-            .map(|i| {
-                let s = client::tcp_connect(vip, 30_000 + i, Duration::from_secs(2))?;
-                s.set_read_timeout(Some(Duration::from_secs(2)))?;
-                let mut r = BufReader::new(s);
-                let n = ask(&mut r)?;
-                Ok((r, n))
-            })
-            .collect()
-    })
+    let mut conns = client::long_lived(
+        &lab.client().ns,
+        lab.vip(),
+        30,
+        30_000,
+        Duration::from_secs(2),
+    )
     .unwrap();
 
     // Drain b1: its connections stay, it gets no new ones.
