@@ -110,6 +110,7 @@ impl Agent {
         let empty = Config {
             agent: config.agent.clone(),
             vips: Vec::new(),
+            vrrp: config.vrrp.clone(),
         };
         let mut agent = Agent {
             vip_ids: IdPool::new(MAX_VIPS),
@@ -142,6 +143,9 @@ impl Agent {
     /// first: if the new config cannot be applied, nothing changes.
     pub fn apply(&mut self, new: Config) -> anyhow::Result<ApplySummary> {
         check_live_agent_keys(&self.config.agent, &new.agent)?;
+        if new.vrrp != self.config.vrrp {
+            bail!("the [[vrrp]] instances cannot change while lbd runs; nothing was applied. Restart lbd to change them (the other node keeps serving meanwhile)");
+        }
         let plan = self.place(&new)?;
         let mut summary = ApplySummary::default();
 
@@ -545,7 +549,14 @@ impl Agent {
         Ok(())
     }
 
+    pub fn attached(&self) -> bool {
+        self.dp.attached_ifindex().is_some()
+    }
+
     pub fn attach(&mut self) -> anyhow::Result<()> {
+        if self.attached() {
+            return Ok(());
+        }
         self.dp
             .attach(self.link.index, self.config.agent.xdp_mode)?;
         info!(interface = %self.config.agent.interface, ifindex = self.link.index, mode = %self.config.agent.xdp_mode, "XDP program attached");
@@ -701,6 +712,7 @@ impl Agent {
             vips: self.vips.len(),
             backends: self.vips.iter().map(|v| v.backend_ids.len()).sum(),
             unresolved_backends: self.unresolved().len(),
+            vrrp: Vec::new(),
         }
     }
 
@@ -767,7 +779,22 @@ impl Agent {
     }
 }
 
-/// The VIP's Maglev table as backend ids.
+/// VRRP decides when this node serves: the program is attached while at least one
+/// instance is master.
+impl crate::vrrp::instance::Serving for Agent {
+    fn set_serving(&mut self, on: bool) -> anyhow::Result<()> {
+        if on {
+            self.attach()
+        } else {
+            self.detach()
+        }
+    }
+
+    fn serving(&self) -> bool {
+        self.attached()
+    }
+}
+
 /// The VIP's Maglev table as backend ids; backends for which `in_table` is false (down,
 /// drained by health) get no slots.
 fn maglev_table(v: &VipState, seed: u32, in_table: impl Fn(u32) -> bool) -> Vec<u32> {

@@ -21,6 +21,7 @@ use lb_common::{
 };
 use serde::{Deserialize, Serialize};
 use serde_spanned::Spanned;
+pub use vrrp::{VrrpAddress, VrrpConfig};
 
 /// Default control socket path.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/lbd/lbd.sock";
@@ -95,6 +96,9 @@ pub struct Config {
     pub agent: AgentConfig,
     #[serde(rename = "vip")]
     pub vips: Vec<VipConfig>,
+    /// VRRP instances (`[[vrrp]]`). None: the program is attached at start and stays.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub vrrp: Vec<VrrpConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -154,6 +158,8 @@ struct RawConfig {
     agent: Spanned<RawAgent>,
     #[serde(default, rename = "vip")]
     vips: Vec<Spanned<RawVip>>,
+    #[serde(default)]
+    vrrp: Vec<Spanned<vrrp::RawVrrp>>,
 }
 
 #[derive(Deserialize)]
@@ -511,8 +517,10 @@ impl Validator<'_> {
             self.error(agent_span, "agent.table_capacity", format!("the VIPs' tables need {total_slots} slots but table_capacity is {table_capacity}; raise it or lower table_size"));
         }
 
+        let vrrp = self.vrrp(raw.vrrp, &agent);
+
         if self.diagnostics.is_empty() {
-            Ok(Config { agent, vips })
+            Ok(Config { agent, vips, vrrp })
         } else {
             self.diagnostics.sort_by_key(|d| (d.line, d.column));
             Err(self.diagnostics)
@@ -544,6 +552,8 @@ pub fn is_prime(n: u32) -> bool {
         .take_while(|d| d * d <= n)
         .all(|d| !n.is_multiple_of(d))
 }
+
+mod vrrp;
 
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,7 @@
 //! Requests over [`MAX_REQUEST_BYTES`] or not valid JSON get an error and change nothing.
 
 use std::{
+    collections::BTreeMap,
     io::{BufRead, BufReader, Read, Write},
     net::IpAddr,
     os::unix::net::UnixStream,
@@ -163,6 +164,76 @@ pub struct StatusReport {
     pub vips: usize,
     pub backends: usize,
     pub unresolved_backends: usize,
+    /// The VRRP instances; empty when none is configured (the program is then attached
+    /// from start to stop).
+    #[serde(default)]
+    pub vrrp: Vec<VrrpStatus>,
+}
+
+/// One VRRP instance in the `status` reply.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VrrpStatus {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub version: u8,
+    /// `master`, `backup` or `initialize`.
+    pub state: String,
+    pub priority: u8,
+    /// This node's address in the election: the source of its adverts.
+    pub address: IpAddr,
+    /// The master this node defers to (itself when master), when known.
+    pub master: Option<IpAddr>,
+    /// Adverts go to `unicast_peers` rather than the multicast group.
+    pub unicast: bool,
+    /// The configured advert interval.
+    pub advert_interval_ms: f64,
+    /// The master's interval as this node knows it (VRRPv3 backups learn it).
+    pub master_advert_interval_ms: f64,
+    /// The virtual addresses, `ADDRESS/PREFIX`.
+    pub addresses: Vec<String>,
+    /// Time since the last state change (or since start).
+    pub last_change_secs_ago: f64,
+    pub adverts_received: u64,
+    pub adverts_sent: u64,
+    pub priority_zero_received: u64,
+    pub priority_zero_sent: u64,
+    pub became_master: u64,
+    pub became_backup: u64,
+    /// Accepted adverts whose address list differs from ours (a configuration mismatch).
+    pub address_list_mismatch: u64,
+    /// Packets ignored, by reason (`bad_ttl`, `wrong_vrid`, `auth_mismatch`, ...; only
+    /// reasons seen at least once).
+    pub ignored: BTreeMap<String, u64>,
+    /// Every node this one heard adverts from.
+    pub peers: Vec<VrrpPeer>,
+    /// What the last takeover cost after the decision, when this node has been master.
+    pub last_takeover: Option<TakeoverTiming>,
+}
+
+/// A node heard on the link.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VrrpPeer {
+    pub address: IpAddr,
+    pub adverts: u64,
+    pub last_priority: u8,
+    /// The checksum convention its last advert used (`pseudo_header`, `old_unicast`,
+    /// `message`).
+    pub checksum: String,
+    pub last_seen_secs_ago: f64,
+}
+
+/// Microseconds from the instant a node decided to become master to each step done.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TakeoverTiming {
+    /// The first advert as master sent.
+    pub advert_us: u64,
+    /// XDP attached (0 when it already was, for another instance).
+    pub xdp_attached_us: u64,
+    /// The virtual addresses configured.
+    pub addresses_us: u64,
+    /// The first gratuitous ARP / unsolicited NA sent.
+    pub announced_us: u64,
 }
 
 /// One backend in the `health` reply.

@@ -1,6 +1,7 @@
-//! rtnetlink, the thin IO shell for links and neighbours: the interface's index and MAC,
-//! the MACs of backends from the kernel's neighbour table, and triggering resolution
-//! for backends the kernel does not know yet.
+//! rtnetlink, the thin IO shell for links, addresses and neighbours: the interface's index
+//! and MAC, its addresses (VRRP adds and removes the virtual ones), the MACs of backends
+//! from the kernel's neighbour table, and triggering resolution for backends the kernel
+//! does not know yet.
 
 use std::net::IpAddr;
 
@@ -8,11 +9,12 @@ use anyhow::{anyhow, bail, Context as _};
 use futures::{channel::mpsc::UnboundedReceiver, StreamExt, TryStreamExt};
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::{
+    address::{AddressAttribute, AddressFlag, AddressHeaderFlag, AddressMessage},
     link::LinkAttribute,
     neighbour::{
         NeighbourAddress, NeighbourAttribute, NeighbourFlag, NeighbourMessage, NeighbourState,
     },
-    RouteNetlinkMessage,
+    AddressFamily, RouteNetlinkMessage,
 };
 use netlink_sys::{AsyncSocket, SocketAddr};
 use rtnetlink::{Handle, IpVersion};
@@ -114,6 +116,108 @@ impl Netlink {
             .execute()
             .await
             .with_context(|| format!("asking the kernel to resolve {ip}"))
+    }
+}
+
+/// An address configured on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InterfaceAddress {
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+}
+
+impl Netlink {
+    /// The addresses on `ifindex`, in the kernel's order (for IPv4 the primary first).
+    pub async fn addresses(&self, ifindex: u32) -> anyhow::Result<Vec<InterfaceAddress>> {
+        let mut dump = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(ifindex)
+            .execute();
+        let mut out = Vec::new();
+        while let Some(msg) = dump
+            .try_next()
+            .await
+            .with_context(|| format!("listing the addresses of ifindex {ifindex}"))?
+        {
+            if msg.header.index != ifindex {
+                continue;
+            }
+            // IFA_LOCAL is the node's own address; IFA_ADDRESS is the peer's on a
+            // point-to-point link and the same as IFA_LOCAL elsewhere (IPv6 has only it).
+            let find = |local: bool| {
+                msg.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(ip) if local => Some(*ip),
+                    AddressAttribute::Address(ip) if !local => Some(*ip),
+                    _ => None,
+                })
+            };
+            if let Some(addr) = find(true).or_else(|| find(false)) {
+                out.push(InterfaceAddress {
+                    addr,
+                    prefix_len: msg.header.prefix_len,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds `addr/prefix_len` to `ifindex`. IPv6 addresses skip duplicate address
+    /// detection (`nodad`, as keepalived adds VIPs): a VIP that moves between nodes would
+    /// otherwise stay tentative, unusable, for a second after each takeover. Returns
+    /// whether it was added (false: it was there already).
+    pub async fn add_address(
+        &self,
+        ifindex: u32,
+        addr: IpAddr,
+        prefix_len: u8,
+    ) -> anyhow::Result<bool> {
+        let mut req = self.handle.address().add(ifindex, addr, prefix_len);
+        if addr.is_ipv6() {
+            req.message_mut()
+                .header
+                .flags
+                .push(AddressHeaderFlag::Nodad);
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(vec![AddressFlag::Nodad]));
+        }
+        match req.execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(false),
+            Err(e) => {
+                Err(e).with_context(|| format!("adding {addr}/{prefix_len} to ifindex {ifindex}"))
+            }
+        }
+    }
+
+    /// Removes `addr/prefix_len` from `ifindex`. Returns whether it was there.
+    pub async fn remove_address(
+        &self,
+        ifindex: u32,
+        addr: IpAddr,
+        prefix_len: u8,
+    ) -> anyhow::Result<bool> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = match addr {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        msg.header.prefix_len = prefix_len;
+        msg.header.index = ifindex;
+        msg.attributes.push(AddressAttribute::Local(addr));
+        msg.attributes.push(AddressAttribute::Address(addr));
+        match self.handle.address().del(msg).execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.raw_code() == -libc::EADDRNOTAVAIL || e.raw_code() == -libc::ENOENT =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e)
+                .with_context(|| format!("removing {addr}/{prefix_len} from ifindex {ifindex}")),
+        }
     }
 }
 

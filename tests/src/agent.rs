@@ -1,7 +1,7 @@
 //! Running the agent, `lbd`, inside a lab's load-balancer namespace.
 
 use std::{
-    fs::{self, File},
+    fs,
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
@@ -87,7 +87,12 @@ impl<'lab> LbdGuard<'lab> {
         let bin = lbd_binary();
         let socket = control_socket_of(config)?
             .unwrap_or_else(|| PathBuf::from(lb_userspace::config::DEFAULT_CONTROL_SOCKET));
-        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        // Appended: a restarted agent keeps its previous run's log.
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns])
             .arg(&bin)

@@ -29,7 +29,7 @@ use std::{
 use anyhow::{ensure, Context as _, Result};
 
 use crate::{
-    agent::LbdGuard,
+    agent::{LbdGuard, Ready},
     client::{self, SourcePorts},
     netns, servers,
     servers::ServerCounters,
@@ -105,6 +105,7 @@ impl Backend {
 pub struct LabBuilder {
     backends: usize,
     lb_nodes: usize,
+    floating_vip: bool,
     fail_setup: bool,
 }
 
@@ -113,6 +114,7 @@ impl Default for LabBuilder {
         LabBuilder {
             backends: 3,
             lb_nodes: 1,
+            floating_vip: false,
             fail_setup: false,
         }
     }
@@ -129,6 +131,13 @@ impl LabBuilder {
     /// between nodes is the job of whatever runs on them.
     pub fn lb_nodes(mut self, n: usize) -> Self {
         self.lb_nodes = n;
+        self
+    }
+
+    /// Leaves the VIP off every load-balancer node: whatever runs there (lbd's or
+    /// keepalived's VRRP) adds it to the master and removes it from the others.
+    pub fn floating_vip(mut self) -> Self {
+        self.floating_vip = true;
         self
     }
 
@@ -196,6 +205,7 @@ impl LabBuilder {
             backends,
             dir,
             teardown,
+            floating_vip: self.floating_vip,
             xdp_pass: Vec::new(),
         };
         let prefix = lab.prefix.clone();
@@ -231,6 +241,7 @@ pub struct Lab {
     bridge_ns: String,
     dir: PathBuf,
     teardown: Arc<Teardown>,
+    floating_vip: bool,
     // Declared last so it is dropped last: the links go away with the namespaces anyway,
     // and closing them afterwards is harmless.
     xdp_pass: Vec<aya::Ebpf>,
@@ -296,7 +307,7 @@ impl Lab {
                 format!("addr add {}/{PREFIX_LEN} dev eth0", n.addr),
                 "link set eth0 up".to_owned(),
             ];
-            if n.ns == self.lbs[0].ns {
+            if n.ns == self.lbs[0].ns && !self.floating_vip {
                 cmds.push(format!("addr add {VIP}/32 dev eth0"));
             }
             if self.backends.iter().any(|b| b.node.ns == n.ns) {
@@ -378,7 +389,7 @@ impl Lab {
         &self.client
     }
 
-    /// The first load-balancer node, the one holding the VIP.
+    /// The first load-balancer node, the one holding the VIP (unless it floats).
     pub fn lb(&self) -> &Node {
         &self.lbs[0]
     }
@@ -530,7 +541,32 @@ impl Lab {
     pub fn start_lbd_on(&self, node: usize, config: &Path) -> Result<LbdGuard<'_>> {
         let n = &self.lbs[node];
         let log = self.dir.join(format!("lbd-{}.log", n.role));
-        LbdGuard::start(self, &n.ns, config, &log)
+        LbdGuard::start(self, &n.ns, config, &log, Ready::Attached)
+    }
+
+    /// Starts the agent on node `node` and waits until it answers on its control socket,
+    /// attached or not: a VRRP node starts as backup. Each start appends to the node's log.
+    pub fn spawn_lbd_on(&self, node: usize, config: &Path) -> Result<LbdGuard<'_>> {
+        let n = &self.lbs[node];
+        let log = self.dir.join(format!("lbd-{}.log", n.role));
+        LbdGuard::start(self, &n.ns, config, &log, Ready::Answering)
+    }
+
+    /// The addresses on `ifname` in `ns`.
+    pub fn addresses(ns: &str, ifname: &str) -> Result<Vec<std::net::IpAddr>> {
+        let out = netns::ip(ns, &["-j", "addr", "show", "dev", ifname])?;
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .with_context(|| format!("parsing `ip -j addr` in {ns}: {out}"))?;
+        Ok(v.get(0)
+            .and_then(|l| l.get("addr_info"))
+            .and_then(serde_json::Value::as_array)
+            .map(|infos| {
+                infos
+                    .iter()
+                    .filter_map(|i| i.get("local")?.as_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// Whether `ifname` in `ns` has an XDP program attached.
@@ -715,7 +751,7 @@ pub(crate) fn terminate(pid: u32, grace: Duration) {
 }
 
 /// Whether `pid` exists and is not a zombie.
-fn running(pid: u32) -> bool {
+pub(crate) fn running(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the parenthesised command name, which may contain spaces.
         Ok(stat) => stat

@@ -6,11 +6,13 @@ pub mod agent;
 pub mod client;
 pub mod frames;
 pub mod http;
+pub mod keepalived;
 pub mod lab;
 pub mod netns;
 pub mod program;
 pub mod root;
 pub mod servers;
+pub mod vrrp;
 
 pub use agent::LbdGuard;
 pub use client::SourcePorts;

@@ -48,7 +48,8 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Interface, attach state, uptime and object counts.
+    /// Interface, attach state, uptime, object counts, and each VRRP instance: state,
+    /// priority, master, interval, ignored adverts per reason.
     Status,
     /// Packets, bytes and active flows per VIP and backend; packets per verdict reason.
     Stats {
@@ -403,6 +404,51 @@ fn print_status(s: &StatusReport) {
         "{} VIPs, {} backends ({} unresolved)",
         s.vips, s.backends, s.unresolved_backends
     );
+    if s.vrrp.is_empty() {
+        return;
+    }
+    println!(
+        "\n{:<16} {:<10} {:>4} {:>2} {:<10} {:>4} {:<24} {:>9} {:>10}  ADDRESSES",
+        "VRRP", "INTERFACE", "VRID", "V", "STATE", "PRIO", "MASTER", "INTERVAL", "SINCE"
+    );
+    for v in &s.vrrp {
+        let master = match v.master {
+            Some(m) if m == v.address => format!("{m} (this node)"),
+            Some(m) => m.to_string(),
+            None => "-".to_owned(),
+        };
+        println!(
+            "{:<16} {:<10} {:>4} {:>2} {:<10} {:>4} {:<24} {:>7}ms {:>9.1}s  {}",
+            v.name,
+            v.interface,
+            v.vrid,
+            v.version,
+            v.state,
+            v.priority,
+            master,
+            v.advert_interval_ms,
+            v.last_change_secs_ago,
+            v.addresses.join(" ")
+        );
+        println!(
+            "  adverts sent {} received {}; became master {}x, backup {}x{}",
+            v.adverts_sent,
+            v.adverts_received,
+            v.became_master,
+            v.became_backup,
+            if v.unicast { "; unicast" } else { "" }
+        );
+        if !v.ignored.is_empty() {
+            let ignored: Vec<String> = v.ignored.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            println!("  ignored: {}", ignored.join(", "));
+        }
+        if let Some(t) = &v.last_takeover {
+            println!(
+                "  last takeover: advert +{}us, XDP attached +{}us, addresses +{}us, announced +{}us",
+                t.advert_us, t.xdp_attached_us, t.addresses_us, t.announced_us
+            );
+        }
+    }
 }
 
 fn print_vips(vips: &[VipConfig]) {

@@ -1,6 +1,7 @@
 //! lbd: the load-balancer agent. Loads the XDP program, programs its maps from the
-//! config, resolves backend MACs, attaches, serves the control socket, and on SIGTERM or
-//! SIGINT detaches and exits.
+//! config, resolves backend MACs, attaches (or, with VRRP instances, attaches while one of
+//! them is master), serves the control socket, and on SIGTERM or SIGINT hands the virtual
+//! addresses over, detaches and exits.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -14,6 +15,7 @@ use lb_userspace::{
     dataplane::Dataplane,
     health::{BackendId, Forced, HealthHandle, HealthRunner, SchedulerConfig},
     net::{self, NeighbourEvent, Netlink},
+    vrrp::instance::Vrrp,
 };
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
@@ -27,7 +29,10 @@ use tracing::{error, info, warn};
 ///
 /// Reads the TOML config, loads and attaches the XDP program to `agent.interface`,
 /// keeps backend MACs current from the kernel's neighbour table, and answers `lbctl`
-/// on `agent.control_socket`. SIGTERM or SIGINT detaches the program and exits 0.
+/// on `agent.control_socket`. With `[[vrrp]]` instances, the program is attached and the
+/// virtual addresses held only while this node is master of at least one of them.
+/// SIGTERM or SIGINT hands mastership over (priority-0 adverts), detaches the program
+/// and exits 0.
 ///
 /// Examples:
 ///   lbd --config /etc/lbd/lb.toml
@@ -63,9 +68,10 @@ fn main() -> ExitCode {
     };
     if args.check {
         println!(
-            "{}: configuration is valid ({} VIPs)",
+            "{}: configuration is valid ({} VIPs, {} VRRP instances)",
             args.config.display(),
-            config.vips.len()
+            config.vips.len(),
+            config.vrrp.len()
         );
         return ExitCode::SUCCESS;
     }
@@ -113,14 +119,24 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
     let socket_path = config.agent.control_socket.clone();
     let (health_runner, health, mut transitions) = HealthRunner::new(SchedulerConfig::default());
     tokio::spawn(health_runner.run());
+    let mut vrrp = Vrrp::new(&config.vrrp, &netlink).await?;
     let mut agent = Agent::new(config, config_path.clone(), link, dp, health.clone())?;
 
     resolve_backends(&netlink, &mut agent).await?;
     let unresolved = agent.unresolved();
     if !unresolved.is_empty() {
-        warn!(?unresolved, "attaching with unresolved backends; their flows are dropped until the kernel resolves them");
+        warn!(
+            ?unresolved,
+            "unresolved backends; their flows are dropped until the kernel resolves them"
+        );
     }
-    agent.attach()?;
+    if vrrp.is_empty() {
+        agent.attach()?;
+    } else {
+        // Backup first: the program stays loaded with its maps written, so becoming
+        // master only has to attach it.
+        vrrp.start(&mut agent).await?;
+    }
 
     let listener = bind_control(&socket_path)?;
     let (requests_tx, mut requests) = mpsc::channel::<Pending>(64);
@@ -145,8 +161,18 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
                 }
                 poke_unresolved(&netlink, &agent).await;
             }
+            () = vrrp.wait(), if !vrrp.is_empty() => {
+                if let Err(e) = vrrp.process(&mut agent).await {
+                    break Err(e);
+                }
+            }
             Some((command, reply)) = requests.recv() => {
                 let response = match command {
+                    Command::Status => {
+                        let mut status = agent.status();
+                        status.vrrp = vrrp.status();
+                        control::Response::ok(status)
+                    }
                     Command::Health | Command::BackendUp { .. } | Command::BackendDown { .. } | Command::BackendAuto { .. } => {
                         health_command(&mut agent, &health, &command).await
                     }
@@ -171,6 +197,11 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
         }
     };
     let _ = std::fs::remove_file(&socket_path);
+    // Hand over first (priority-0 adverts, addresses removed), so a backup takes over
+    // after Skew_Time; the program keeps forwarding until it has.
+    if let Err(e) = vrrp.shutdown(&mut agent).await {
+        error!("VRRP shutdown: {e:#}");
+    }
     agent.detach()?;
     outcome
 }

@@ -6,8 +6,12 @@
 //!   Every malformed input is an [`wire::Invalid`] reason with a stable counter name.
 //! - [`machine`]: the RFC 5798 state machine without IO: timestamped events in, polled
 //!   [`machine::Action`]s and a timeout out.
+//! - [`io`]: the raw sockets (protocol 112, IPv4 and IPv6), the packet socket for
+//!   gratuitous ARP / unsolicited NA, and a microsecond timer.
+//! - [`instance`]: lbd's instances: the machines driven by the real clock over [`io`], the
+//!   virtual addresses added and removed with rtnetlink, XDP attached while master.
 //!
-//! The IO shell (raw socket for protocol 112, rtnetlink, XDP attach) drives them like this:
+//! The IO shell drives them like this:
 //! deliver what the socket received, then run the timers that are due, then carry out the
 //! actions in order, then sleep until the next timeout or packet.
 //!
@@ -61,6 +65,8 @@
 //! assert!(Advert::parse_ip(&sent[0]).is_ok());
 //! ```
 
+pub mod instance;
+pub mod io;
 pub mod machine;
 pub mod wire;
 

@@ -171,11 +171,14 @@ pub enum Invalid {
     FromSelf,
     /// The instance is not running (Initialize state).
     NotRunning,
+    /// A unicast instance received an advert from an address that is not one of its peers
+    /// (keepalived drops those too). Found by the IO layer, which knows the peers.
+    UnknownPeer,
 }
 
 impl Invalid {
     /// Every reason, in declaration order.
-    pub const ALL: [Invalid; 22] = [
+    pub const ALL: [Invalid; 23] = [
         Invalid::Truncated,
         Invalid::LengthMismatch,
         Invalid::NotIp,
@@ -198,6 +201,7 @@ impl Invalid {
         Invalid::LocalOwner,
         Invalid::FromSelf,
         Invalid::NotRunning,
+        Invalid::UnknownPeer,
     ];
 
     /// Stable snake_case name, for counters and logs.
@@ -225,6 +229,7 @@ impl Invalid {
             Invalid::LocalOwner => "local_owner",
             Invalid::FromSelf => "from_self",
             Invalid::NotRunning => "not_running",
+            Invalid::UnknownPeer => "unknown_peer",
         }
     }
 
