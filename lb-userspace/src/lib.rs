@@ -10,6 +10,7 @@ pub mod control;
 pub mod dataplane;
 pub mod edit;
 pub mod health;
+pub mod import;
 pub mod layout;
 pub mod maglev;
 pub mod net;

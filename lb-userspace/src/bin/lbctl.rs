@@ -14,6 +14,7 @@ use lb_userspace::{
     config::{self, ForwardingMode, Protocol, VipConfig, DEFAULT_CONTROL_SOCKET},
     control::{self, BackendStats, Command, HealthReport, StatsReport, StatusReport, VipStats},
     edit::VipSpec,
+    import,
 };
 
 /// Inspect and change a running lbd.
@@ -32,7 +33,8 @@ use lb_userspace::{
 ///   lbctl --json vip show https | jq '.backends'
 ///
 /// Exit codes: 0 success; 1 lbd refused the request or could not be reached; 2 bad
-/// command line; 3 `config check` found errors.
+/// command line; 3 `config check` found errors, or `config import` could not read its
+/// input.
 #[derive(Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
@@ -145,6 +147,22 @@ enum ConfigCmd {
     Show,
     /// Write the running configuration to PATH, or over the file lbd was started with.
     Save { path: Option<PathBuf> },
+    /// Convert a keepalived.conf into this TOML (docs/import.md). Local: lbd is not
+    /// asked. What could not be converted is listed on stderr and atop the output.
+    /// Exit 0 when converted (with or without warnings), 3 when FILE cannot be read or
+    /// parsed.
+    ///
+    /// Example: lbctl config import /etc/keepalived/keepalived.conf -o /etc/lbd/lb.toml
+    #[command(verbatim_doc_comment)]
+    Import {
+        file: PathBuf,
+        /// agent.interface (default: the first vrrp_instance's interface).
+        #[arg(long)]
+        interface: Option<String>,
+        /// Write the TOML here instead of to stdout.
+        #[arg(short, long, value_name = "OUT")]
+        output: Option<PathBuf>,
+    },
 }
 
 fn parse_vip_address(s: &str) -> Result<(IpAddr, u16, Protocol), String> {
@@ -171,6 +189,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Cmd::Config(ConfigCmd::Check { file }) => return config_check(&file, args.json),
+        Cmd::Config(ConfigCmd::Import {
+            file,
+            interface,
+            output,
+        }) => return config_import(&file, interface, output.as_deref()),
         Cmd::Stats { watch: Some(secs) } => return watch_stats(&args.socket, secs),
         Cmd::Status => Command::Status,
         Cmd::Stats { watch: None } => Command::Stats,
@@ -332,6 +355,44 @@ fn config_check(file: &std::path::Path, json: bool) -> ExitCode {
             ExitCode::from(3)
         }
     }
+}
+
+fn config_import(
+    file: &std::path::Path,
+    interface: Option<String>,
+    output: Option<&std::path::Path>,
+) -> ExitCode {
+    let opts = import::Options { interface };
+    let imported = match import::keepalived::import_file(file, &opts) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("lbctl: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    for r in &imported.remarks {
+        eprintln!("{r}");
+    }
+    match output {
+        None => print!("{}", imported.toml),
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &imported.toml) {
+                eprintln!("lbctl: writing {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+            eprintln!(
+                "lbctl: wrote {} ({} VIPs, {} warnings)",
+                path.display(),
+                imported.config.vips.len(),
+                imported
+                    .remarks
+                    .iter()
+                    .filter(|r| r.severity == import::Severity::Warning)
+                    .count()
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn watch_stats(socket: &std::path::Path, secs: f64) -> ExitCode {
