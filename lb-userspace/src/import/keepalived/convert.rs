@@ -203,6 +203,46 @@ pub fn split_command(s: &str) -> Vec<String> {
     out
 }
 
+/// `s` as one shell word.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:=,+@%".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// One `notify` command from keepalived's `notify` and per-state `notify_*` scripts. lbd
+/// runs `notify` with `INSTANCE NAME STATE PRIORITY` appended, as keepalived runs its
+/// `notify`; per-state scripts become branches on the state (`$3`), run before `notify`.
+fn notify_command(
+    general: Option<Vec<String>>,
+    per_state: &[(&str, Vec<String>)],
+) -> Option<Vec<String>> {
+    if per_state.is_empty() {
+        return general;
+    }
+    let quoted = |words: &[String]| {
+        words
+            .iter()
+            .map(|w| shell_quote(w))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let branches: Vec<String> = per_state
+        .iter()
+        .map(|(state, cmd)| format!("{state}) {} ;;", quoted(cmd)))
+        .collect();
+    let mut script = format!("case \"$3\" in {} esac", branches.join(" "));
+    if let Some(g) = general {
+        script.push_str(&format!("; exec {} \"$@\"", quoted(&g)));
+    }
+    Some(vec!["/bin/sh".into(), "-c".into(), script, "notify".into()])
+}
+
 pub(super) fn convert(doc: Document, opts: &Options, source: &str) -> (Draft, Vec<Remark>) {
     let mut cx = Ctx {
         remarks: doc.remarks,
@@ -537,6 +577,7 @@ fn vrrp_instance(cx: &mut Ctx, s: &Stmt, agent_interface: &str) -> Option<Table>
     let mut addresses: Vec<(IpAddr, String, Loc)> = Vec::new();
     let mut dev_addresses: Vec<(String, Loc)> = Vec::new();
     let mut notify = None;
+    let mut per_state: Vec<(&str, Vec<String>)> = Vec::new();
     let mut garp = cx.garp.clone();
 
     for c in s.children() {
@@ -613,11 +654,22 @@ fn vrrp_instance(cx: &mut Ctx, s: &Stmt, agent_interface: &str) -> Option<Table>
                 ),
             ),
             "notify" => notify = cx.command(c, &format!("{me}: notify")),
-            "notify_master" | "notify_backup" | "notify_fault" | "notify_stop"
-            | "notify_master_rx_lower_pri" | "notify_deleted" => cx.warn(
+            "notify_master" | "notify_backup" | "notify_stop" => {
+                let state = match k {
+                    "notify_master" => "MASTER",
+                    "notify_backup" => "BACKUP",
+                    _ => "STOP",
+                };
+                if let Some(cmd) = cx.command(c, &format!("{me}: {k}")) {
+                    per_state.retain(|(s, _)| *s != state);
+                    per_state.push((state, cmd));
+                    cx.note(c.loc(), format!("{me}: {k}: run by the instance's notify command when the state (its third argument) is {state}"));
+                }
+            }
+            "notify_fault" | "notify_master_rx_lower_pri" | "notify_deleted" => cx.warn(
                 c.loc(),
                 format!(
-                    "{me}: {k} `{}` not converted: lbd runs one `notify` command for every state change; make it a branch of that command",
+                    "{me}: {k} `{}` not converted: lbd has no such event (an instance whose interface fails stops, and runs notify with STOP)",
                     c.arg(0).unwrap_or("")
                 ),
             ),
@@ -800,7 +852,7 @@ fn vrrp_instance(cx: &mut Ctx, s: &Stmt, agent_interface: &str) -> Option<Table>
         "addresses",
         Value::Array(addresses.into_iter().map(|a| a.1.into()).collect()),
     );
-    if let Some(n) = notify {
+    if let Some(n) = notify_command(notify, &per_state) {
         t.set(
             "notify",
             Value::Array(n.into_iter().map(Value::from).collect()),

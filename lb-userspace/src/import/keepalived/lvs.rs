@@ -11,7 +11,7 @@ use std::{collections::HashMap, net::IpAddr, time::Duration};
 use toml::Value;
 
 use super::{
-    convert::{duration_text, origin, split_command, Ctx},
+    convert::{duration_text, origin, shell_quote, split_command, Ctx},
     parse::{Loc, Stmt},
 };
 use crate::{
@@ -831,17 +831,6 @@ fn split_address(w: &str, addr: &str) -> (Vec<Option<String>>, Vec<usize>) {
         parts.push(Some(w[start..].to_owned()));
     }
     (parts, found)
-}
-
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-./:=,+@%".contains(c))
-    {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
 }
 
 /// The statement's arguments joined by spaces (hex strings may be split over words).
