@@ -401,3 +401,60 @@ fn lbctl_config_import() {
     assert_eq!(code, 3, "{stderr}");
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// What our validation refuses is taken out or reset, with a warning, and the rest stays.
+#[test]
+fn refused_values_are_repaired_with_a_warning() {
+    let text = "\
+vrrp_instance this_interface_name_is_too_long {
+    interface this_interface_name_is_too_long
+    virtual_router_id 9
+    unicast_src_ip 10.0.0.1
+    virtual_ipaddress {
+        10.0.0.9
+    }
+}
+vrrp_instance ok {
+    interface eth1
+    virtual_router_id 10
+    unicast_src_ip 10.0.1.1
+    virtual_ipaddress {
+        10.0.1.9
+    }
+}
+virtual_server 10.0.0.9 80 {
+    lb_kind DR
+    real_server 10.0.0.10 80 {
+    }
+}
+virtual_server 10.0.0.9 80 {
+    lb_kind DR
+}
+";
+    let imported = import_str(
+        text,
+        "r.conf",
+        Path::new("/nonexistent"),
+        &Options::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let c = &imported.config;
+    assert_eq!(c.agent.interface, "eth0");
+    assert_eq!(c.vips.len(), 1);
+    assert_eq!(c.vips[0].backends.len(), 1);
+    assert_eq!(c.vrrp.len(), 1);
+    assert_eq!(c.vrrp[0].unicast_src, None);
+    let remarks: Vec<String> = imported.remarks.iter().map(|r| r.to_string()).collect();
+    for expected in [
+        "r.conf:1: warning: agent.interface \"this_interface_name_is_too_long\" is refused by lbd",
+        "r.conf:1: warning: vrrp_instance this_interface_name_is_too_long not converted: lbd refuses it",
+        "r.conf:9: warning: vrrp_instance ok: unicast_src = \"10.0.1.1\" is refused by lbd (vrrp[0].unicast_src: unicast_src without unicast_peers",
+        "r.conf:22: warning: virtual_server 10.0.0.9 80 not converted: lbd refuses it (vip[1]: duplicate VIP",
+    ] {
+        assert!(
+            remarks.iter().any(|r| r.starts_with(expected)),
+            "no remark starts with {expected:?}:\n{}",
+            remarks.join("\n")
+        );
+    }
+}

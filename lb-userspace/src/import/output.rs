@@ -172,6 +172,30 @@ fn repair(
 ) -> Result<(), ImportError> {
     let why = describe(d);
     match owner {
+        Owner::Agent(Some(key)) if key == "interface" => {
+            let bad = draft
+                .agent
+                .get("interface")
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            draft.agent.set("interface", "eth0");
+            remarks.push(Origin { file: Arc::from(draft.source.as_str()), line: 1 }.remark(
+                Severity::Warning,
+                format!("agent.interface {bad} is refused by lbd ({why}); set to \"eth0\": give the real one with --interface"),
+            ));
+        }
+        Owner::Agent(Some(key)) if draft.agent.remove(&key).is_some() => {
+            remarks.push(
+                Origin {
+                    file: Arc::from(draft.source.as_str()),
+                    line: 1,
+                }
+                .remark(
+                    Severity::Warning,
+                    format!("agent.{key} is refused by lbd ({why}); left at lbd's default"),
+                ),
+            );
+        }
         Owner::Nothing | Owner::Agent(_) => {
             return Err(ImportError::Unconvertible(format!(
                 "the converted configuration is invalid at [agent] (line {}): {why}",

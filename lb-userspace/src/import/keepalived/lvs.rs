@@ -380,7 +380,7 @@ fn expand_range(text: &str) -> Option<(Vec<IpAddr>, bool)> {
         return None;
     }
     let all = last - first < u128::from(MAX_RANGE);
-    let end = last.min(first + u128::from(MAX_RANGE) - 1);
+    let end = last.min(first.saturating_add(u128::from(MAX_RANGE) - 1));
     let addrs = (first..=end)
         .map(|n| {
             if v4 {
