@@ -120,7 +120,8 @@ impl<'lab> Keepalived<'lab> {
             run += 1;
         }
         let base = format!("ka-{}-{run}", n.role);
-        let state_file = dir.join(format!("{base}.state"));
+        // One state file per node, across restarts: its last line is the node's state.
+        let state_file = dir.join(format!("ka-{}.state", n.role));
         let notify = dir.join(format!("{base}-notify.sh"));
         fs::write(
             &notify,
@@ -206,7 +207,8 @@ impl<'lab> Keepalived<'lab> {
             .unwrap_or_else(|e| format!("(cannot read {}: {e})", self.log.display()))
     }
 
-    /// Every state keepalived entered, with the time its notify script ran.
+    /// Every state keepalived entered on this node (this run and earlier ones), with the
+    /// time its notify script ran; `EXITED` when a run ended.
     pub fn states(&self) -> Vec<(f64, String)> {
         fs::read_to_string(&self.state_file)
             .unwrap_or_default()
@@ -281,6 +283,17 @@ impl<'lab> Keepalived<'lab> {
     fn reap(&mut self) -> Result<()> {
         if self.exit.is_none() {
             self.exit = Some(self.child.wait()?);
+            // Observers read the last line as the node's state; a killed keepalived wrote
+            // nothing, and a stopped one may not have.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            let mut f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.state_file)?;
+            std::io::Write::write_all(&mut f, format!("{now:.6} EXITED\n").as_bytes())?;
         }
         // The VRRP child is the parent's child, reaped by it; make sure it is gone before
         // forgetting its PID.

@@ -194,7 +194,6 @@ fn vrrp_two_lbd_nodes_elect_fail_over_and_preempt() {
     assert!(sb.priority_zero_received >= 1, "{sb:#?}");
     let exit = a.stop().unwrap();
     assert!(exit.success(), "lbd A exited with {exit}");
-    eprintln!("{}", a.log());
     std::thread::sleep(10 * PROBE_EVERY);
     let probes = prober.finish().unwrap();
     eprintln!(

@@ -13,6 +13,15 @@
 //! One socket per interface and family carries every instance on it; received adverts go
 //! to the instance of their VRID (to all of the socket's instances, as `wrong_vrid`, when no
 //! instance has it), so each instance counts what was meant for it.
+//!
+//! Attaching an XDP program is not cheap: the kernel waits for RCU grace periods, 8-30 ms
+//! on a 2-vCPU VM with HZ=250 (native or generic, veth), and some NIC drivers reconfigure
+//! their rings. Paid at the takeover, that would add to every failover. So a backup
+//! attaches *early*, as soon as its master looks gone: one and a half advert intervals
+//! without an advert from it, or its priority-0 advert. The program on a backup is
+//! harmless (clients send nothing for the VIP to a node that does not hold it), and a
+//! backup that hears its master again detaches. In steady state only masters have the
+//! program attached; at the takeover it usually is already.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -83,6 +92,10 @@ struct Instance {
     /// The Router flag of unsolicited NAs: set when the node forwards IPv6, as keepalived.
     router: bool,
     last_advert_sent: Option<Instant>,
+    /// When a backup starts to believe its master is gone and attaches early: 1.5
+    /// Master_Adver_Intervals after its master's last advert, or at once on priority 0.
+    /// `None` unless backup.
+    suspect_at: Option<Instant>,
     takeover: Option<Takeover>,
     last_takeover: Option<TakeoverTiming>,
 }
@@ -108,6 +121,12 @@ pub struct Vrrp {
 
 fn centiseconds(d: Duration) -> u16 {
     u16::try_from(d.as_millis() / 10).unwrap_or(u16::MAX)
+}
+
+/// When a backup that heard its master at `heard` starts to doubt it: one advert missed,
+/// half an interval of jitter allowed.
+fn suspect_after(machine: &Machine, heard: Instant) -> Instant {
+    heard + machine.master_adver_interval() * 3 / 2
 }
 
 fn nonzero(d: Duration) -> Option<Duration> {
@@ -272,6 +291,7 @@ impl Vrrp {
             last_change: Instant::now(),
             router,
             last_advert_sent: None,
+            suspect_at: None,
             takeover: None,
             last_takeover: None,
             cfg: cfg.clone(),
@@ -297,8 +317,11 @@ impl Vrrp {
         for i in &mut self.instances {
             i.machine.startup(now);
             i.last_change = now;
+            i.suspect_at =
+                (i.machine.state() == State::Backup).then(|| suspect_after(&i.machine, now));
         }
         self.act(now, serving).await?;
+        self.prepare(now, serving)?;
         self.rearm()
     }
 
@@ -335,7 +358,39 @@ impl Vrrp {
         }
         self.timer.clear();
         self.act(now, serving).await?;
+        self.prepare(Instant::now(), serving)?;
         self.rearm()
+    }
+
+    /// Whether this node should have the program attached: it is master somewhere, or
+    /// some backup believes its master is gone and will take over.
+    fn wants_serving(&self, now: Instant) -> bool {
+        self.instances
+            .iter()
+            .any(|i| i.machine.state() == State::Master || i.suspect_at.is_some_and(|t| t <= now))
+    }
+
+    /// Attaches early, or detaches after a false alarm (see the module documentation).
+    fn prepare(&mut self, now: Instant, serving: &mut dyn Serving) -> anyhow::Result<()> {
+        if self.stopping {
+            return Ok(());
+        }
+        let wanted = self.wants_serving(now);
+        if wanted == serving.serving() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        serving.set_serving(wanted)?;
+        let took = started.elapsed();
+        if wanted {
+            info!(
+                ?took,
+                "a master looks gone: XDP attached ahead of a possible takeover"
+            );
+        } else {
+            info!(?took, "every master heard again: XDP detached");
+        }
+        Ok(())
     }
 
     /// Stops every instance: a master sends its priority-0 advert (a backup takes over
@@ -415,10 +470,15 @@ impl Vrrp {
     }
 
     fn rearm(&mut self) -> anyhow::Result<()> {
+        let now = Instant::now();
         let next = self
             .instances
             .iter()
-            .filter_map(|i| i.machine.poll_timeout())
+            .flat_map(|i| {
+                let suspect = i.suspect_at.filter(|t| *t > now);
+                [i.machine.poll_timeout(), suspect]
+            })
+            .flatten()
             .min();
         self.timer.arm(next).context("arming the VRRP timer")
     }
@@ -497,6 +557,13 @@ impl Vrrp {
                     if inst.machine.state() != before {
                         debug!(instance = %inst.name(), from = %before, to = %inst.machine.state(), "advert changed state");
                     }
+                    if r.is_ok() && inst.machine.state() == State::Backup {
+                        if rx.repr.priority == 0 {
+                            inst.suspect_at = Some(at);
+                        } else if inst.machine.current_master() == Some(rx.ip.src) {
+                            inst.suspect_at = Some(suspect_after(&inst.machine, at));
+                        }
+                    }
                     r
                 }
             };
@@ -555,6 +622,7 @@ impl Vrrp {
                 let attached = serving.set_serving(true);
                 let inst = &mut self.instances[i];
                 inst.last_change = now;
+                inst.suspect_at = None;
                 let advert_us = inst.last_advert_sent.map_or(0, |t| {
                     u64::try_from(t.saturating_duration_since(now).as_micros()).unwrap_or(u64::MAX)
                 });
@@ -578,6 +646,9 @@ impl Vrrp {
                 inst.last_change = now;
                 inst.takeover = None;
                 let state = inst.machine.state();
+                // A master that yields has just heard a better one.
+                inst.suspect_at =
+                    (state == State::Backup).then(|| suspect_after(&inst.machine, now));
                 if let Some(master) = inst
                     .machine
                     .current_master()
@@ -587,7 +658,7 @@ impl Vrrp {
                 } else {
                     info!(instance = %inst.name(), "{}", if state == State::Backup { "became BACKUP" } else { "stopped" });
                 }
-                if !self.stopping && !self.any_master() && serving.serving() {
+                if !self.stopping && !self.wants_serving(now) && serving.serving() {
                     serving.set_serving(false)?;
                 }
             }
