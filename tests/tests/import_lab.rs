@@ -1,7 +1,9 @@
 //! A keepalived.conf for the lab's topology, converted by `lbctl config import`'s library,
 //! runs as is in the real lbd: connections through the VIP reach every backend, and the
 //! converted TCP_CHECK sees them all up. With a vrrp_instance too, the converted instance
-//! becomes master, adds the VIP and forwards.
+//! becomes master, adds the VIP and forwards. And the migration docs/import.md describes:
+//! one node converted to lbd next to a node still running keepalived with its original
+//! configuration, the two agree on the master both ways.
 //!
 //! Needs root; `cargo xtask test -- --test import_lab`.
 
@@ -11,7 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_tests::{lab, require_root, vrrp::wait_lbd_state, Lab, SourcePorts};
+use lb_tests::{
+    keepalived::{self, Instance, Keepalived},
+    lab, require_root,
+    vrrp::wait_lbd_state,
+    Lab, SourcePorts,
+};
 use lb_userspace::{
     config,
     control::{self, Command, HealthReport},
@@ -151,4 +158,73 @@ fn converted_vrrp_instance_takes_the_vip_and_forwards() {
     wait_lbd_state(&lab.control_socket(0), "master", Duration::from_secs(10))
         .expect("the converted instance becomes master");
     all_backends_reached(&lab, 41_000);
+}
+
+/// Node 0 was converted from its keepalived.conf (priority 150), node 1 still runs
+/// keepalived with its own (priority 100): keepalived accepts the converted node's adverts
+/// (VRID, version, password) and stays backup, traffic flows through lbd; when lbd stops,
+/// keepalived takes the address over.
+#[test]
+fn converted_node_and_keepalived_node_share_the_vip() {
+    if !require_root("converted_node_and_keepalived_node_share_the_vip") {
+        return;
+    }
+    let lab = Lab::builder()
+        .lb_nodes(2)
+        .floating_vip()
+        .build()
+        .expect("lab setup");
+    let node = |priority| Instance {
+        vrid: 51,
+        priority,
+        version: 2,
+        advert_int: 1.0,
+        start_master: false,
+        preempt: true,
+        auth_pass: Some("s3cr3t".into()),
+        unicast: None,
+    };
+
+    // Node 0's own keepalived.conf, as the helper writes it for keepalived, plus the LVS part.
+    let notify = lab.dir().join("notify-lb0.sh");
+    std::fs::write(&notify, "#!/bin/sh\nexit 0\n").expect("notify script");
+    let conf = format!(
+        "{}\n{}",
+        keepalived::config("lb0", "VI_1", &node(150), &notify),
+        virtual_server(&lab)
+    );
+    let (imported, path) = convert(&lab, &conf, &Options::default());
+    let vrrp = &imported.config.vrrp[0];
+    assert_eq!(
+        (vrrp.vrid, vrrp.priority, vrrp.version),
+        (51, 150, 2),
+        "{vrrp:?}"
+    );
+    assert_eq!(vrrp.auth_pass.as_deref(), Some("s3cr3t"));
+
+    let lbd = lab
+        .spawn_lbd_on(0, &path)
+        .expect("lbd starts with the converted config");
+    wait_lbd_state(&lab.control_socket(0), "master", Duration::from_secs(10))
+        .expect("the converted node becomes master");
+    // keepalived joins while lbd is master, so it must never be master itself: past its
+    // Master_Down_Interval (3.6 s at priority 100) it would be, had it not heard (or not
+    // accepted) lbd's adverts.
+    let ka = Keepalived::start(&lab, 1, &node(100)).expect("keepalived starts on node 1");
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        ka.states().iter().all(|(_, s)| s != "MASTER"),
+        "keepalived became master next to the converted node: {:?}\n{}",
+        ka.states(),
+        ka.log()
+    );
+    assert!(keepalived::holds_vip(&lab, 0).unwrap());
+    assert!(!keepalived::holds_vip(&lab, 1).unwrap());
+    assert_eq!(ka.state().as_deref(), Some("BACKUP"));
+    all_backends_reached(&lab, 42_000);
+
+    drop(lbd);
+    ka.wait_state("MASTER", Duration::from_secs(10))
+        .expect("keepalived takes over when lbd stops");
+    assert!(keepalived::holds_vip(&lab, 1).unwrap());
 }
