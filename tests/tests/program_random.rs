@@ -307,11 +307,11 @@ impl Model {
 
     /// Where the namespace's FIB sends `dst`, for the addresses the model may meet.
     fn route(&self, dst: IpAddr) -> Option<([u8; 6], u32)> {
-        for i in 0..3 {
+        for (i, mac) in NAT_BACKEND_MACS.iter().enumerate() {
             if dst == IpAddr::from(lb_tests::program::nat_backend(i))
                 || dst == IpAddr::from(lb_tests::program::nat_backend6(i))
             {
-                return Some((NAT_BACKEND_MACS[i], self.bk0));
+                return Some((*mac, self.bk0));
             }
         }
         if dst == IpAddr::from(CLIENT) || dst == IpAddr::from(CLIENT6) {
