@@ -80,6 +80,9 @@ pub fn handle(ctx: &XdpContext, outer: &Parsed, inner: &Embedded) -> Reason {
     if let Some(vip) = unsafe { VIPS.get(key) } {
         return from_client_side(ctx, outer, inner, vip);
     }
+    if !nat::in_use() {
+        return Reason::PassIcmp;
+    }
     // SAFETY: entries are plain data written whole by this program.
     if let Some(entry) = unsafe { NAT_CONNS.get(reversed(&inner.flow)) } {
         // The backend's own errors (port unreachable, ...) must come from the VIP too.

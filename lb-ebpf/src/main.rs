@@ -54,6 +54,10 @@ fn transport(ctx: &XdpContext, pkt: &Parsed, bytes: u64) -> Reason {
     // SAFETY: VIPS entries are only replaced whole by the agent; a racing update yields
     // the old or the new VIP, both valid.
     let Some(vip) = (unsafe { VIPS.get(key) }) else {
+        // Checked here rather than in the subprogram: calling it costs more than the check.
+        if !nat::in_use() {
+            return Reason::PassNotVip;
+        }
         return nat::reply(ctx, pkt);
     };
     match vip.mode {

@@ -45,6 +45,12 @@ pub static FLOWS: LruHashMap<FlowKey, FlowEntry> =
 pub static NAT_CONNS: LruHashMap<FlowKey, NatEntry> =
     LruHashMap::with_max_entries(DEFAULT_NAT_CAPACITY, 0);
 
+/// Entry 0 becomes 1 when this program records its first NAT connection. Until then no
+/// packet can be a NAT reply, and the reply lookup (a hash of 40 bytes) is skipped: traffic
+/// that is not for a VIP costs what it cost before NAT existed on nodes that do not use it.
+#[map]
+pub static NAT_IN_USE: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Interfaces NAT may redirect to (key = ifindex, value = the same ifindex), filled by the
 /// agent. A FIB egress interface missing here sends the packet to the kernel instead.
 #[map]

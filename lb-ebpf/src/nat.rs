@@ -21,7 +21,7 @@ use crate::{
     csum::{self, Diff},
     fib::{self, Route},
     flow,
-    maps::{flow_key, NAT_CONNS},
+    maps::{flow_key, NAT_CONNS, NAT_IN_USE},
     parse::{raw16, set_addr_words, set_raw16, Embedded, Parsed, IPPROTO_TCP},
     stats,
 };
@@ -179,6 +179,12 @@ pub fn forward(ctx: &XdpContext, pkt: &Parsed, vip_key: &VipKey, vip: &VipInfo) 
     }
 }
 
+/// Whether this program has recorded a NAT connection (see `NAT_IN_USE`).
+#[inline(always)]
+pub fn in_use() -> bool {
+    matches!(NAT_IN_USE.get(0), Some(&v) if v != 0)
+}
+
 /// Records (or refreshes) the connection of `pkt` in `NAT_CONNS` under its reply tuple.
 #[inline(always)]
 fn remember(pkt: &Parsed, vip_key: &VipKey, vip: &VipInfo, backend_id: u32, backend: &Backend) {
@@ -198,6 +204,14 @@ fn remember(pkt: &Parsed, vip_key: &VipKey, vip: &VipInfo, backend_id: u32, back
         if e.vip == vip_key.addr && e.vip_port_be == vip_key.port_be && e.backend_id == backend_id {
             e.last_seen_ns = now;
             return;
+        }
+    }
+    if let Some(flag) = NAT_IN_USE.get_ptr_mut(0) {
+        // SAFETY: the pointer comes from the lookup; written once, then only read.
+        unsafe {
+            if *flag == 0 {
+                *flag = 1;
+            }
         }
     }
     // A full table evicts its least recently used entry (see lb_common::nat).

@@ -196,6 +196,11 @@ impl Harness {
             dp.set_iface(net.bk0, LB_BK_MAC)?;
             dp.set_tx_port(net.cl0)?;
             dp.set_tx_port(net.bk0)?;
+            // Attached somewhere (a veth that is down and receives nothing), the
+            // program stays in the kernel's XDP dispatcher; otherwise every
+            // BPF_PROG_TEST_RUN adds and removes it there and waits for an RCU grace period
+            // twice, which takes milliseconds on a busy machine.
+            dp.attach(net.idle, lb_userspace::config::XdpMode::Generic)?;
         }
         for (i, mac) in BACKEND_MACS.iter().enumerate() {
             let ip = Ipv4Addr::new(10, 99, 0, 21 + i as u8);
@@ -435,6 +440,9 @@ pub struct FibNet {
     pub name: String,
     pub cl0: u32,
     pub bk0: u32,
+    /// A veth, down: the program is attached there only to stay loaded in the
+    /// XDP dispatcher.
+    pub idle: u32,
     guard: Option<netns::NetnsGuard>,
 }
 
@@ -453,6 +461,7 @@ impl FibNet {
             name,
             cl0: 0,
             bk0: 0,
+            idle: 0,
             guard: None,
         };
         net.setup()
@@ -478,6 +487,7 @@ impl FibNet {
                 mac(LB_BK_MAC)
             ),
         ];
+        lines.push("link add idle0 type veth peer name idle1".to_owned());
         for dev in ["cl0", "cl1", "bk0", "bk1"] {
             lines.push(format!("link set {dev} up"));
         }
@@ -518,6 +528,7 @@ impl FibNet {
         )?;
         self.cl0 = netns::ifindex(&self.name, "cl0")?;
         self.bk0 = netns::ifindex(&self.name, "bk0")?;
+        self.idle = netns::ifindex(&self.name, "idle0")?;
         self.guard = Some(netns::enter(&self.name)?);
         Ok(())
     }

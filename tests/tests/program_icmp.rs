@@ -393,6 +393,9 @@ fn nat_an_error_from_the_backend_side_is_translated_back_to_the_client() {
 fn nat_a_backend_side_error_about_an_unknown_connection_passes_untouched() {
     let mut h = harness!();
     let bk0 = h.net().bk0;
+    // Other connections exist (so the NAT table is consulted), not this one.
+    open_nat_flow(&mut h, CLIENT.into(), 43001, 17);
+    open_nat_flow(&mut h, CLIENT6.into(), 43001, 17);
     let seen = Frame::new(
         CLIENT.into(),
         43000,

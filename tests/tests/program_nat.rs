@@ -246,8 +246,17 @@ fn traffic_that_leaves_by_the_interface_it_came_in_on_is_sent_with_xdp_tx() {
 #[test]
 fn a_reply_without_a_connection_entry_passes_untouched() {
     let mut h = harness!();
-    let bk0 = h.net().bk0;
+    let (cl0, bk0) = (h.net().cl0, h.net().bk0);
     for v6 in [false, true] {
+        // Before any NAT connection exists, and after one (another client port) does.
+        let frame = reply(client(v6), 44444, 6, 0);
+        let (verdict, out, reason) = h.run_on(bk0, &frame);
+        assert_eq!(
+            (Verdict::from_u32(verdict), reason),
+            (Some(Verdict::Pass), Reason::PassNotVip)
+        );
+        assert_eq!(out, frame);
+        h.run_on(cl0, &request(client(v6), 44445, 6));
         let frame = reply(client(v6), 44444, 6, 0);
         let (verdict, out, reason) = h.run_on(bk0, &frame);
         assert_eq!(
