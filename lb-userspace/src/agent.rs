@@ -16,7 +16,7 @@ use lb_common::{
     addr,
     backend::{Backend, BACKEND_F_MAC_VALID, BACKEND_F_PRESENT, MAX_BACKENDS, NO_BACKEND},
     settings::Settings,
-    vip::{VipInfo, VipKey, MAX_VIPS, MODE_DR, VIP_F_SOURCE_AFFINITY},
+    vip::{VipInfo, VipKey, MAX_VIPS, MODE_DR, MODE_NAT, VIP_F_SOURCE_AFFINITY},
 };
 use serde::Serialize;
 use tracing::{info, warn};
@@ -83,6 +83,8 @@ pub struct Agent {
     /// The file the config came from: `reload` re-reads it, `config save` writes it.
     config_path: PathBuf,
     link: Link,
+    /// `agent.nat_interfaces`, resolved ([`Agent::set_nat_links`]).
+    nat_links: Vec<Link>,
     dp: Dataplane,
     vips: Vec<VipState>,
     vip_ids: IdPool,
@@ -107,6 +109,13 @@ impl Agent {
         health: HealthHandle,
     ) -> anyhow::Result<Agent> {
         dp.set_iface(link.index, link.mac)?;
+        // NAT sends a reply that came in by another interface out of this one.
+        if let Err(e) = dp.set_tx_port(link.index) {
+            warn!(
+                "NAT cannot redirect out of {}: {e:#}",
+                config.agent.interface
+            );
+        }
         let empty = Config {
             agent: config.agent.clone(),
             vips: Vec::new(),
@@ -119,6 +128,7 @@ impl Agent {
             config: empty,
             config_path,
             link,
+            nat_links: Vec::new(),
             dp,
             vips: Vec::new(),
             macs: HashMap::new(),
@@ -139,6 +149,25 @@ impl Agent {
         self.link.index
     }
 
+    /// Registers the interfaces of `agent.nat_interfaces` (in config order): NAT may send
+    /// packets out of them (`TX_PORTS`, with their MACs in `IFACES`), and the program is
+    /// attached to them too whenever it is attached, to translate the backends' replies.
+    pub fn set_nat_links(&mut self, links: Vec<Link>) -> anyhow::Result<()> {
+        for (name, l) in self.config.agent.nat_interfaces.iter().zip(&links) {
+            self.dp.set_iface(l.index, l.mac)?;
+            self.dp
+                .set_tx_port(l.index)
+                .with_context(|| format!("agent.nat_interfaces: {name}"))?;
+        }
+        self.nat_links = links;
+        if self.attached() {
+            for l in &self.nat_links {
+                self.dp.attach_also(l.index, self.config.agent.xdp_mode)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes `new` the effective config, writing only what differs. Everything is planned
     /// first: if the new config cannot be applied, nothing changes.
     pub fn apply(&mut self, new: Config) -> anyhow::Result<ApplySummary> {
@@ -147,6 +176,7 @@ impl Agent {
             bail!("the [[vrrp]] instances cannot change while lbd runs; nothing was applied. Restart lbd to change them (the other node keeps serving meanwhile)");
         }
         let plan = self.place(&new)?;
+        check_forwarding(&new, &self.config)?;
         let mut summary = ApplySummary::default();
 
         if new.agent.hash_seed != self.config.agent.hash_seed
@@ -298,6 +328,7 @@ impl Agent {
                 id,
                 mode: match cfg.mode {
                     ForwardingMode::Dr => MODE_DR,
+                    ForwardingMode::Nat => MODE_NAT,
                 },
                 table_offset,
                 table_size: cfg.table_size,
@@ -346,7 +377,7 @@ impl Agent {
         for (b, &id) in v.config.backends.iter().zip(&v.backend_ids) {
             let entry = match self.state_of(id) {
                 HealthState::Down => Backend::default(),
-                _ => self.backend_entry(b.address, v.config.port),
+                _ => self.backend_entry(b.address, b.port_for(v.config.port)),
             };
             self.dp.set_backend(id, entry)?;
         }
@@ -378,7 +409,7 @@ impl Agent {
         for (b, &id) in v.config.backends.iter().zip(&v.backend_ids) {
             match &spec {
                 Some(spec) => {
-                    let target = std::net::SocketAddr::new(b.address, v.config.port);
+                    let target = std::net::SocketAddr::new(b.address, b.port_for(v.config.port));
                     self.health
                         .add_backend(BackendId(id as u64), target, spec.clone())
                         .map_err(|e| anyhow!("health checker: {e}"))?;
@@ -502,11 +533,13 @@ impl Agent {
         ips
     }
 
-    /// Distinct backend addresses.
+    /// Distinct addresses of the backends whose MAC the program needs: those of DR VIPs
+    /// (NAT routes through the kernel's FIB, which finds the next hop itself).
     pub fn backend_addresses(&self) -> Vec<IpAddr> {
         let mut ips: Vec<IpAddr> = self
             .vips
             .iter()
+            .filter(|v| v.config.mode == ForwardingMode::Dr)
             .flat_map(|v| v.config.backends.iter().map(|b| b.address))
             .collect();
         ips.sort();
@@ -538,7 +571,7 @@ impl Agent {
                     .iter()
                     .zip(&v.backend_ids)
                     .filter(|(b, _)| b.address == ip)
-                    .map(|(_, &id)| (id, v.config.port))
+                    .map(|(b, &id)| (id, b.port_for(v.config.port)))
             })
             .collect();
         for (id, port) in entries {
@@ -559,7 +592,13 @@ impl Agent {
         }
         self.dp
             .attach(self.link.index, self.config.agent.xdp_mode)?;
-        info!(interface = %self.config.agent.interface, ifindex = self.link.index, mode = %self.config.agent.xdp_mode, "XDP program attached");
+        for (name, l) in self.config.agent.nat_interfaces.iter().zip(&self.nat_links) {
+            if let Err(e) = self.dp.attach_also(l.index, self.config.agent.xdp_mode) {
+                let _ = self.dp.detach();
+                return Err(e.context(format!("agent.nat_interfaces: {name}")));
+            }
+        }
+        info!(interface = %self.config.agent.interface, ifindex = self.link.index, nat_interfaces = ?self.config.agent.nat_interfaces, mode = %self.config.agent.xdp_mode, "XDP program attached");
         Ok(())
     }
 
@@ -621,10 +660,12 @@ impl Agent {
                 vip: v,
                 address,
                 weight,
+                port,
             } => Edit::BackendAdd {
                 vip: vip(v),
                 address: *address,
                 weight: *weight,
+                port: *port,
             },
             Command::BackendDel { vip: v, address } => Edit::BackendDel {
                 vip: vip(v),
@@ -812,7 +853,7 @@ fn maglev_table(v: &VipState, seed: u32, in_table: impl Fn(u32) -> bool) -> Vec<
             (
                 BackendKey {
                     address: b.address,
-                    port: v.config.port,
+                    port: b.port_for(v.config.port),
                 },
                 weight,
             )
@@ -850,6 +891,7 @@ fn check_live_agent_keys(old: &AgentConfig, new: &AgentConfig) -> anyhow::Result
             "flow_table_size",
             old.flow_table_size != new.flow_table_size,
         ),
+        ("nat_interfaces", old.nat_interfaces != new.nat_interfaces),
     ];
     let changed: Vec<&str> = fixed.iter().filter(|(_, c)| *c).map(|(k, _)| *k).collect();
     if !changed.is_empty() {
@@ -858,6 +900,40 @@ fn check_live_agent_keys(old: &AgentConfig, new: &AgentConfig) -> anyhow::Result
             changed.join(", agent."),
             if changed.len() == 1 { "it" } else { "them" }
         );
+    }
+    Ok(())
+}
+
+/// NAT VIPs need the kernel to forward: the program routes with the FIB, which refuses
+/// when forwarding is off (and hands the packet to the kernel, which would not forward it
+/// either). lbd does not turn forwarding on itself: it changes how the whole host treats
+/// packets (for IPv6 it also stops accepting router advertisements), so the operator
+/// decides. Checked when a config with a NAT VIP of a family is applied whose previous
+/// config had none of that family (at start, reload, `lbctl vip add`).
+fn check_forwarding(new: &Config, old: &Config) -> anyhow::Result<()> {
+    let nat_families = |c: &Config| -> (bool, bool) {
+        let nat = c.vips.iter().filter(|v| v.mode == ForwardingMode::Nat);
+        let v4 = nat.clone().any(|v| v.address.is_ipv4());
+        let v6 = nat.clone().any(|v| v.address.is_ipv6());
+        (v4, v6)
+    };
+    let (new4, new6) = nat_families(new);
+    let (old4, old6) = nat_families(old);
+    for (wanted, had, sysctl) in [
+        (new4, old4, "net.ipv4.ip_forward"),
+        (new6, old6, "net.ipv6.conf.all.forwarding"),
+    ] {
+        if !wanted || had {
+            continue;
+        }
+        let path = format!("/proc/sys/{}", sysctl.replace('.', "/"));
+        match std::fs::read_to_string(&path) {
+            Ok(v) if v.trim() != "0" => {}
+            Ok(_) => bail!(
+                "NAT VIPs need IP forwarding, and {sysctl} is 0; nothing was applied. Turn it on (`sysctl -w {sysctl}=1`, and in /etc/sysctl.d to keep it) and try again"
+            ),
+            Err(e) => bail!("NAT VIPs need IP forwarding, and {path} cannot be read ({e}); nothing was applied"),
+        }
     }
     Ok(())
 }

@@ -87,6 +87,18 @@ pub enum ForwardingMode {
     /// Direct return: rewrite MACs only; backends hold the VIP on loopback.
     #[default]
     Dr,
+    /// NAT: destination address and port become the backend's; its replies, routed back
+    /// through this node, are translated back to the VIP.
+    Nat,
+}
+
+impl fmt::Display for ForwardingMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ForwardingMode::Dr => "dr",
+            ForwardingMode::Nat => "nat",
+        })
+    }
 }
 
 /// The validated configuration. Serializes back to the TOML it was read from (`lbctl
@@ -113,6 +125,10 @@ pub struct AgentConfig {
     pub tcp_idle_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub udp_idle_timeout: Duration,
+    /// Interfaces besides `interface` that NAT traffic enters and leaves by (the program is
+    /// attached there too, to translate the backends' replies).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nat_interfaces: Vec<String>,
 }
 
 /// Also deserialized, by `lbctl`, from the agent's `vip_list` reply.
@@ -134,12 +150,20 @@ pub struct VipConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackendConfig {
     pub address: IpAddr,
+    /// NAT only: the backend's port, if not the VIP's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     pub weight: u32,
     /// Drained: no new flows, established ones stay; `weight` is kept for undrain.
     pub drain: bool,
 }
 
 impl BackendConfig {
+    /// The port traffic reaches the backend on: its own (NAT), else the VIP's.
+    pub fn port_for(&self, vip_port: u16) -> u16 {
+        self.port.unwrap_or(vip_port)
+    }
+
     /// The weight Maglev uses: 0 while drained.
     pub fn effective_weight(&self) -> u32 {
         if self.drain {
@@ -180,6 +204,8 @@ struct RawAgent {
     tcp_idle_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     udp_idle_timeout: Option<Duration>,
+    #[serde(default)]
+    nat_interfaces: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -206,6 +232,8 @@ struct RawVip {
 #[serde(deny_unknown_fields)]
 struct RawBackend {
     address: Spanned<IpAddr>,
+    #[serde(default)]
+    port: Option<Spanned<u16>>,
     #[serde(default)]
     weight: Option<Spanned<u32>>,
     #[serde(default)]
@@ -314,12 +342,30 @@ impl Validator<'_> {
         let agent_span = raw.agent.span();
         let raw_agent = raw.agent.into_inner();
         let interface = raw_agent.interface.get_ref().trim().to_owned();
-        if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
+        if !valid_ifname(&interface) {
             self.error(
                 raw_agent.interface.span(),
                 "agent.interface",
                 format!("{interface:?} is not a valid interface name (1-15 characters, no '/' or spaces)"),
             );
+        }
+        let mut nat_interfaces = Vec::with_capacity(raw_agent.nat_interfaces.len());
+        for (k, n) in raw_agent.nat_interfaces.iter().enumerate() {
+            let name = n.get_ref().trim().to_owned();
+            if !valid_ifname(&name) {
+                self.error(
+                    n.span(),
+                    format!("agent.nat_interfaces[{k}]"),
+                    format!("{name:?} is not a valid interface name (1-15 characters, no '/' or spaces)"),
+                );
+            } else if name == interface || nat_interfaces.contains(&name) {
+                self.error(
+                    n.span(),
+                    format!("agent.nat_interfaces[{k}]"),
+                    format!("{name:?} is listed twice (agent.interface is always used)"),
+                );
+            }
+            nat_interfaces.push(name);
         }
         let table_capacity = match &raw_agent.table_capacity {
             Some(c) if *c.get_ref() == 0 => {
@@ -347,6 +393,7 @@ impl Validator<'_> {
             },
             tcp_idle_timeout: raw_agent.tcp_idle_timeout.unwrap_or(DEFAULT_TCP_IDLE),
             udp_idle_timeout: raw_agent.udp_idle_timeout.unwrap_or(DEFAULT_UDP_IDLE),
+            nat_interfaces,
         };
 
         if raw.vips.len() > MAX_VIPS as usize {
@@ -375,13 +422,6 @@ impl Validator<'_> {
                     v.port.span(),
                     at("port"),
                     "port 0 is not allowed; give the service's port (1-65535)",
-                );
-            }
-            if address.is_ipv6() {
-                self.error(
-                    v.address.span(),
-                    at("address"),
-                    "IPv6 VIPs are not supported by this version; use an IPv4 address",
                 );
             }
             if address.is_unspecified() || address.is_multicast() {
@@ -463,6 +503,26 @@ impl Validator<'_> {
                         format!("backend {baddr} is listed twice for this VIP"),
                     );
                 }
+                let bport = match &b.port {
+                    Some(p) if v.mode == ForwardingMode::Dr => {
+                        self.error(
+                            p.span(),
+                            bat("port"),
+                            "a backend port needs mode = \"nat\": direct return cannot change the port, the backend must listen on the VIP's",
+                        );
+                        Some(*p.get_ref())
+                    }
+                    Some(p) if *p.get_ref() == 0 => {
+                        self.error(
+                            p.span(),
+                            bat("port"),
+                            "port 0 is not allowed; give the backend's port (1-65535)",
+                        );
+                        Some(0)
+                    }
+                    Some(p) => Some(*p.get_ref()),
+                    None => None,
+                };
                 let weight = match &b.weight {
                     Some(w) if *w.get_ref() > MAX_WEIGHT => {
                         self.error(
@@ -477,6 +537,7 @@ impl Validator<'_> {
                 };
                 backends.push(BackendConfig {
                     address: baddr,
+                    port: bport,
                     weight,
                     drain: b.drain,
                 });
@@ -532,6 +593,10 @@ impl Validator<'_> {
 pub fn to_toml(config: &Config) -> String {
     let body = toml::to_string_pretty(config).expect("a validated config always serializes");
     format!("# Written by lbd (`lbctl config save`). Reference: docs/config.md\n\n{body}")
+}
+
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 15 && !name.contains(['/', ' '])
 }
 
 /// 1-based line and column of a byte offset.

@@ -69,6 +69,9 @@ pub enum Command {
         address: IpAddr,
         #[serde(default = "default_weight")]
         weight: u32,
+        /// NAT: the backend's port (default: the VIP's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
     },
     BackendDel {
         vip: String,

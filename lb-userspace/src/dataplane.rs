@@ -45,6 +45,8 @@ pub struct Dataplane {
     ebpf: Ebpf,
     table: MappedTable,
     attached: Option<(u32, XdpLinkId)>,
+    /// Further interfaces the program runs on ([`Dataplane::attach_also`]).
+    also: Vec<(u32, XdpLinkId)>,
 }
 
 /// `BACKEND_TABLE` mapped into our memory (the map is created `BPF_F_MMAPABLE`). The
@@ -132,6 +134,7 @@ impl Dataplane {
             ebpf,
             table,
             attached: None,
+            also: Vec::new(),
         })
     }
 
@@ -239,8 +242,31 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Detaches the program if attached.
+    /// Attaches the program to `ifindex` as well as where it is attached (NAT: the
+    /// interfaces the backends' replies come in by); a no-op if already attached there.
+    /// [`Dataplane::detach`] detaches it from these too.
+    pub fn attach_also(&mut self, ifindex: u32, mode: XdpMode) -> anyhow::Result<()> {
+        if self.also.iter().any(|(i, _)| *i == ifindex) {
+            return Ok(());
+        }
+        let aya_mode = match mode {
+            XdpMode::Native => aya::programs::XdpMode::Driver,
+            XdpMode::Generic => aya::programs::XdpMode::Skb,
+        };
+        let link = program(&mut self.ebpf)?
+            .attach_to_if_index(ifindex, aya_mode)
+            .with_context(|| format!("attaching XDP ({mode} mode) to ifindex {ifindex}; if the driver lacks native XDP, set agent.xdp_mode = \"generic\""))?;
+        self.also.push((ifindex, link));
+        Ok(())
+    }
+
+    /// Detaches the program from everywhere it is attached.
     pub fn detach(&mut self) -> anyhow::Result<()> {
+        for (ifindex, link) in std::mem::take(&mut self.also) {
+            program(&mut self.ebpf)?
+                .detach(link)
+                .with_context(|| format!("detaching XDP from ifindex {ifindex}"))?;
+        }
         if let Some((ifindex, link)) = self.attached.take() {
             program(&mut self.ebpf)?
                 .detach(link)

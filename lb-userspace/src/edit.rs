@@ -39,6 +39,8 @@ pub enum Edit {
         vip: String,
         address: IpAddr,
         weight: u32,
+        /// NAT: the backend's port (None: the VIP's).
+        port: Option<u16>,
     },
     BackendDel {
         vip: String,
@@ -94,6 +96,7 @@ pub fn apply(config: &Config, edit: &Edit) -> Result<Config, String> {
             vip,
             address,
             weight,
+            port,
         } => {
             let v = &mut new.vips[find_vip(config, vip)?];
             if v.backends.iter().any(|b| b.address == *address) {
@@ -101,6 +104,7 @@ pub fn apply(config: &Config, edit: &Edit) -> Result<Config, String> {
             }
             v.backends.push(BackendConfig {
                 address: *address,
+                port: *port,
                 weight: *weight,
                 drain: false,
             });
@@ -212,6 +216,7 @@ mod tests {
                 vip: "web".into(),
                 address: ip("10.0.0.3"),
                 weight: 2,
+                port: None,
             },
         )
         .unwrap();
@@ -267,6 +272,28 @@ mod tests {
         );
         let c = apply(&c, &Edit::VipDel { vip: "web".into() }).unwrap();
         assert_eq!(c.vips.len(), 1);
+        let nat = VipSpec {
+            name: Some("nat6".into()),
+            address: ip("2001:db8::50"),
+            port: 80,
+            protocol: Protocol::Tcp,
+            mode: ForwardingMode::Nat,
+            table_size: Some(13),
+            source_affinity: false,
+        };
+        let c = apply(&c, &Edit::VipAdd(nat)).unwrap();
+        let c = apply(
+            &c,
+            &Edit::BackendAdd {
+                vip: "nat6".into(),
+                address: ip("2001:db8:1::21"),
+                weight: 1,
+                port: Some(8080),
+            },
+        )
+        .unwrap();
+        assert_eq!(c.vips[1].mode, ForwardingMode::Nat);
+        assert_eq!(c.vips[1].backends[0].port_for(80), 8080);
     }
 
     #[test]
@@ -286,9 +313,10 @@ mod tests {
             (Edit::VipAdd(spec(0, None)), "vip[1].port: port 0 is not allowed"),
             (Edit::VipAdd(spec(81, Some(100))), "vip[1].table_size: 100 is not prime"),
             (Edit::VipDel { vip: "nope".into() }, "no VIP \"nope\"; give a name or ADDRESS:PORT/PROTOCOL of one of: web (10.0.0.1:80/tcp)"),
-            (Edit::BackendAdd { vip: "web".into(), address: ip("10.0.0.2"), weight: 1 }, "backend 10.0.0.2 is already in VIP web"),
-            (Edit::BackendAdd { vip: "web".into(), address: ip("2001:db8::1"), weight: 1 }, "different address families"),
-            (Edit::BackendAdd { vip: "web".into(), address: ip("10.0.0.3"), weight: 10_001 }, "above the maximum weight"),
+            (Edit::BackendAdd { vip: "web".into(), address: ip("10.0.0.2"), weight: 1, port: None }, "backend 10.0.0.2 is already in VIP web"),
+            (Edit::BackendAdd { vip: "web".into(), address: ip("2001:db8::1"), weight: 1, port: None }, "different address families"),
+            (Edit::BackendAdd { vip: "web".into(), address: ip("10.0.0.3"), weight: 10_001, port: None }, "above the maximum weight"),
+            (Edit::BackendAdd { vip: "web".into(), address: ip("10.0.0.3"), weight: 1, port: Some(8080) }, "vip[0].backend[1].port: a backend port needs mode = \"nat\""),
             (Edit::BackendDel { vip: "web".into(), address: ip("10.0.0.7") }, "VIP web has no backend 10.0.0.7 (its backends: 10.0.0.2)"),
             (Edit::BackendWeight { vip: "www".into(), address: ip("10.0.0.2"), weight: 1 }, "no VIP \"www\""),
         ];

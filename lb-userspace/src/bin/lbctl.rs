@@ -105,7 +105,10 @@ enum VipCmd {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum ModeArg {
+    /// Direct return (backends hold the VIP on loopback).
     Dr,
+    /// NAT (backends anywhere routed through this node; port remapping).
+    Nat,
 }
 
 #[derive(Subcommand)]
@@ -118,6 +121,9 @@ enum BackendCmd {
         address: IpAddr,
         #[arg(long, default_value_t = 1)]
         weight: u32,
+        /// NAT VIPs: the port the backend listens on (default: the VIP's).
+        #[arg(long)]
+        port: Option<u16>,
     },
     /// Remove a backend; its flows move to the others at their next packet.
     Del { vip: String, address: IpAddr },
@@ -214,6 +220,7 @@ fn main() -> ExitCode {
                 protocol,
                 mode: match mode {
                     ModeArg::Dr => ForwardingMode::Dr,
+                    ModeArg::Nat => ForwardingMode::Nat,
                 },
                 table_size,
                 source_affinity,
@@ -225,10 +232,12 @@ fn main() -> ExitCode {
             vip,
             address,
             weight,
+            port,
         }) => Command::BackendAdd {
             vip,
             address,
             weight,
+            port,
         },
         Cmd::Backend(BackendCmd::Del { vip, address }) => Command::BackendDel { vip, address },
         Cmd::Backend(BackendCmd::Weight {
@@ -519,9 +528,7 @@ fn print_vips(vips: &[VipConfig]) {
     );
     for v in vips {
         let addr = format!("{}/{}", SocketAddr::new(v.address, v.port), v.protocol);
-        let mode = match v.mode {
-            ForwardingMode::Dr => "dr",
-        };
+        let mode = v.mode.to_string();
         println!(
             "{:<20} {:<28} {:<5} {:>9} {:>9} {:>9}",
             v.name,

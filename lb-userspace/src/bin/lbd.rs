@@ -114,6 +114,15 @@ type Pending = (Command, oneshot::Sender<Response>);
 async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()> {
     let netlink = Netlink::connect()?;
     let link = netlink.link(&config.agent.interface).await?;
+    let mut nat_links = Vec::with_capacity(config.agent.nat_interfaces.len());
+    for name in &config.agent.nat_interfaces {
+        nat_links.push(
+            netlink
+                .link(name)
+                .await
+                .with_context(|| format!("agent.nat_interfaces: {name}"))?,
+        );
+    }
     let mut neighbour_events = Box::pin(net::watch_neighbours()?);
     let dp = Dataplane::load(config.agent.table_capacity, config.agent.flow_table_size)?;
     let socket_path = config.agent.control_socket.clone();
@@ -121,6 +130,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
     tokio::spawn(health_runner.run());
     let mut vrrp = Vrrp::new(&config.vrrp, &netlink).await?;
     let mut agent = Agent::new(config, config_path.clone(), link, dp, health.clone())?;
+    agent.set_nat_links(nat_links)?;
 
     resolve_backends(&netlink, &mut agent).await?;
     let unresolved = agent.unresolved();

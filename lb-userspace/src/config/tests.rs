@@ -60,7 +60,12 @@ fn each_bad_value_is_reported_at_its_line_and_key() {
         (with_vip("address = \"10.0.0.300\"\nport = 80\nprotocol = \"tcp\""), "5:11 : invalid IP address syntax"),
         (with_vip("address = \"10.0.0.1\"\nport = 80\nprotocol = \"sctp\""), "7:12 : unknown variant `sctp`, expected `tcp` or `udp`"),
         (with_vip("address = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\ntable_size = 65536"), "8:14 vip[0].table_size: 65536 is not prime"),
-        (with_vip("address = \"2001:db8::1\"\nport = 80\nprotocol = \"tcp\""), "5:11 vip[0].address: IPv6 VIPs are not supported"),
+        (with_vip("address = \"2001:db8::1\"\nport = 80\nprotocol = \"tcp\"\n[[vip.backend]]\naddress = \"10.0.0.2\""), "9:11 vip[0].backend[0].address: backend 10.0.0.2 and VIP 2001:db8::1 are different address families"),
+        (with_vip("address = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\nport = 8080"), "10:8 vip[0].backend[0].port: a backend port needs mode = \"nat\": direct return cannot change the port"),
+        (with_vip("address = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\nmode = \"nat\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\nport = 0"), "11:8 vip[0].backend[0].port: port 0 is not allowed"),
+        (with_vip("address = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\nmode = \"masq\""), "8:8 : unknown variant `masq`, expected `dr` or `nat`"),
+        ("[agent]\ninterface = \"eth0\"\nnat_interfaces = [\"eth1\", \"eth0\"]\n".to_owned(), "3:27 agent.nat_interfaces[1]: \"eth0\" is listed twice"),
+        ("[agent]\ninterface = \"eth0\"\nnat_interfaces = [\"a/b\"]\n".to_owned(), "3:19 agent.nat_interfaces[0]: \"a/b\" is not a valid interface name"),
         (with_vip("address = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\n[[vip.backend]]\naddress = \"2001:db8::2\""), "9:11 vip[0].backend[0].address: backend 2001:db8::2 and VIP 10.0.0.1 are different address families"),
         (with_vip("address = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\nweight = 20000"), "10:10 vip[0].backend[0].weight: 20000 is above the maximum weight"),
         (with_vip("address = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\nfrobnicate = 1"), "8:1 : unknown field `frobnicate`"),
@@ -179,6 +184,7 @@ fn every_key_is_documented() {
         "mode",
         "table_size",
         "weight",
+        "nat_interfaces",
         // [[vrrp]]
         "vrid",
         "priority",
@@ -212,8 +218,19 @@ fn a_config_round_trips_through_toml() {
                 table_capacity = 200000\nflow_table_size = 1000\ntcp_idle_timeout = \"15m\"\nudp_idle_timeout = \"30s\"\n\
                 [[vip]]\nname = \"web\"\naddress = \"10.0.0.1\"\nport = 443\nprotocol = \"tcp\"\ntable_size = 7\nsource_affinity = true\n\
                 [[vip.backend]]\naddress = \"10.0.0.2\"\nweight = 3\ndrain = true\n\
-                [[vip]]\naddress = \"10.0.0.1\"\nport = 53\nprotocol = \"udp\"\n";
+                [[vip]]\naddress = \"10.0.0.1\"\nport = 53\nprotocol = \"udp\"\n\
+                [[vip]]\naddress = \"2001:db8::50\"\nport = 80\nprotocol = \"tcp\"\nmode = \"nat\"\n\
+                [[vip.backend]]\naddress = \"2001:db8:1::21\"\nport = 8080\n\
+                [[vip.backend]]\naddress = \"2001:db8:1::22\"\n";
     let c = parse(text).unwrap();
+    assert_eq!(c.vips[2].mode, ForwardingMode::Nat);
+    assert_eq!(
+        (
+            c.vips[2].backends[0].port_for(80),
+            c.vips[2].backends[1].port_for(80)
+        ),
+        (8080, 80)
+    );
     assert!(c.vips[0].backends[0].drain && c.vips[0].backends[0].effective_weight() == 0);
     let saved = to_toml(&c);
     assert_eq!(
@@ -225,6 +242,17 @@ fn a_config_round_trips_through_toml() {
         parse(&to_toml(&parse(GOOD).unwrap())).unwrap(),
         parse(GOOD).unwrap()
     );
+}
+
+#[test]
+fn nat_interfaces_and_ipv6_dr_round_trip() {
+    let text = "[agent]\ninterface = \"eth0\"\nnat_interfaces = [\"eth1\", \"eth2\"]\n\
+                [[vip]]\naddress = \"2001:db8::50\"\nport = 80\nprotocol = \"tcp\"\n\
+                [[vip.backend]]\naddress = \"2001:db8::21\"\n";
+    let c = parse(text).unwrap();
+    assert_eq!(c.agent.nat_interfaces, ["eth1", "eth2"]);
+    assert_eq!(c.vips[0].mode, ForwardingMode::Dr);
+    assert_eq!(parse(&to_toml(&c)).unwrap(), c);
 }
 
 #[test]
