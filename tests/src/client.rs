@@ -118,7 +118,7 @@ pub fn tcp_connect(addr: SocketAddr, source_port: u16, timeout: Duration) -> Res
     }
     // std cannot bind before connecting.
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    sock.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, source_port)).into())?;
+    sock.bind(&SocketAddr::from((unspecified(addr), source_port)).into())?;
     sock.connect_timeout(&addr.into(), timeout)?;
     Ok(sock.into())
 }
@@ -161,7 +161,7 @@ fn udp_flow(
     datagrams: usize,
     timeout: Duration,
 ) -> Result<(String, UdpSocket)> {
-    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, source_port))
+    let sock = UdpSocket::bind((unspecified(addr), source_port))
         .with_context(|| format!("flow {flow}: binding port {source_port}"))?;
     // Connected, so the kernel drops any reply not from `addr`: an answer from a backend's
     // own address instead of the VIP counts as lost, as it would for a real client.
@@ -198,6 +198,14 @@ fn udp_flow(
     }
     let name = backend.ok_or_else(|| anyhow!("{}: no datagrams sent", ctx()))?;
     Ok((name, sock))
+}
+
+/// The wildcard address of `addr`'s family.
+fn unspecified(addr: SocketAddr) -> std::net::IpAddr {
+    match addr {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    }
 }
 
 fn same_backend(seen: Option<String>, answer: &str, ctx: &dyn Fn() -> String) -> Result<String> {

@@ -8,6 +8,16 @@
 //!  <p>-b1.. 10.99.0.21.. + VIP/32 on lo, TCP+UDP servers on :80
 //! ```
 //!
+//! With [`LabBuilder::nat`] the backends move to a subnet of their own behind the
+//! balancer's second interface, with their default route via the balancer:
+//!
+//! ```text
+//!  <p>-lb  eth1 10.98.0.1  ── br1 ── <p>-b1.. 10.98.0.21.., servers on :8080 (no VIP)
+//! ```
+//!
+//! With [`LabBuilder::ipv6`] every address has an IPv6 twin, [`v6`]: `fd99::21` for
+//! `10.99.0.21`, and the agent config has the same VIPs over IPv6.
+//!
 //! A [`Lab`] owns everything it creates and removes it on drop, also when a test panics or
 //! setup fails halfway. Namespace names are global, so each lab gets a unique prefix;
 //! addresses, MACs and link names are the same in every lab, because they only exist
@@ -16,7 +26,7 @@
 use std::{
     fmt::Write as _,
     fs,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, AtomicU32, Ordering},
@@ -45,6 +55,20 @@ pub const FIRST_LB_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 10);
 /// Backend `i` (from 0) has `10.99.0.(21 + i)`.
 pub const FIRST_BACKEND_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 21);
 pub const PREFIX_LEN: u8 = 24;
+/// NAT labs: the balancer's address on the backends' subnet (`eth1`).
+pub const LB_NAT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
+/// NAT labs: backend `i` (from 0) has `10.98.0.(21 + i)`.
+pub const FIRST_NAT_BACKEND_ADDR: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 21);
+/// NAT labs: the port the backends listen on (the VIP's is [`SERVICE_PORT`]).
+pub const NAT_BACKEND_PORT: u16 = 8080;
+
+/// The IPv6 twin of a lab address: `10.99.0.21` → `fd99::21` (the digits read the same).
+pub fn v6(addr: Ipv4Addr) -> Ipv6Addr {
+    let o = addr.octets();
+    format!("fd{}::{}", o[1], o[3])
+        .parse()
+        .expect("lab addresses have decimal digits only")
+}
 
 const MAX_LB_NODES: usize = 9;
 /// Backend addresses must stay below the VIP.
@@ -55,13 +79,13 @@ const MAX_BACKENDS: usize = (50 - 21) as usize;
 /// capture names its node at a glance. Octets from 100 up (the client) have NN = the octet
 /// in hex (`..:64`).
 pub fn mac_for(addr: Ipv4Addr) -> [u8; 6] {
-    let last = addr.octets()[3];
+    let [_, net, _, last] = addr.octets();
     let nn = if last < 100 {
         ((last / 10) << 4) | (last % 10)
     } else {
         last
     };
-    [0x02, 0x99, 0, 0, 0, nn]
+    [0x02, ((net / 10) << 4) | (net % 10), 0, 0, 0, nn]
 }
 
 /// `aa:bb:cc:dd:ee:ff`, the way `ip` and the agent print MACs.
@@ -107,6 +131,8 @@ pub struct LabBuilder {
     lb_nodes: usize,
     floating_vip: bool,
     fail_setup: bool,
+    nat: bool,
+    ipv6: bool,
 }
 
 impl Default for LabBuilder {
@@ -116,6 +142,8 @@ impl Default for LabBuilder {
             lb_nodes: 1,
             floating_vip: false,
             fail_setup: false,
+            nat: false,
+            ipv6: false,
         }
     }
 }
@@ -141,6 +169,21 @@ impl LabBuilder {
         self
     }
 
+    /// NAT topology (one load-balancer node): backends on `10.98.0.0/24` behind the
+    /// balancer's `eth1`, default route via it, servers on [`NAT_BACKEND_PORT`], no VIP on
+    /// `lo`; forwarding on in the balancer; [`Lab::lbd_config`] writes NAT VIPs.
+    pub fn nat(mut self) -> Self {
+        self.nat = true;
+        self
+    }
+
+    /// IPv6 on: every node also has its address's [`v6`] twin (no DAD), the VIP's twin
+    /// is held like the VIP, and [`Lab::lbd_config`] has the VIPs over IPv6 as well.
+    pub fn ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self
+    }
+
     /// Makes setup fail at its last step, with everything else up: for testing that a
     /// failed setup cleans up.
     #[doc(hidden)]
@@ -161,6 +204,15 @@ impl LabBuilder {
             "a lab has 1..={MAX_LB_NODES} load-balancer nodes, not {}",
             self.lb_nodes
         );
+        ensure!(
+            !self.nat || self.lb_nodes == 1,
+            "a NAT lab has one load-balancer node"
+        );
+        let first_backend = if self.nat {
+            FIRST_NAT_BACKEND_ADDR
+        } else {
+            FIRST_BACKEND_ADDR
+        };
         let prefix = unique_prefix();
         let node = |role: String, addr: Ipv4Addr, port: String| Node {
             ns: format!("{prefix}-{role}"),
@@ -188,7 +240,7 @@ impl LabBuilder {
             .map(|i| Backend {
                 node: node(
                     format!("b{}", i + 1),
-                    offset(FIRST_BACKEND_ADDR, i),
+                    offset(first_backend, i),
                     format!("pb{}", i + 1),
                 ),
                 servers: ServerCounters::default(),
@@ -206,6 +258,8 @@ impl LabBuilder {
             dir,
             teardown,
             floating_vip: self.floating_vip,
+            nat: self.nat,
+            ipv6: self.ipv6,
             xdp_pass: Vec::new(),
         };
         let prefix = lab.prefix.clone();
@@ -242,6 +296,8 @@ pub struct Lab {
     dir: PathBuf,
     teardown: Arc<Teardown>,
     floating_vip: bool,
+    nat: bool,
+    ipv6: bool,
     // Declared last so it is dropped last: the links go away with the namespaces anyway,
     // and closing them afterwards is harmless.
     xdp_pass: Vec<aya::Ebpf>,
@@ -277,19 +333,41 @@ impl Lab {
             self.teardown.add_namespace(ns)?;
             // Right away, so no IPv6 frame (DAD, MLD, ND) ever reaches the program and the
             // counters hold only what the test sent.
-            netns::sysctl(
-                ns,
-                &[
-                    "net.ipv6.conf.all.disable_ipv6=1",
-                    "net.ipv6.conf.default.disable_ipv6=1",
-                ],
-            )?;
+            if self.ipv6 {
+                // No DAD: addresses are usable at once, never left tentative.
+                netns::sysctl(
+                    ns,
+                    &[
+                        "net.ipv6.conf.all.accept_dad=0",
+                        "net.ipv6.conf.default.accept_dad=0",
+                        "net.ipv6.conf.default.router_solicitations=0",
+                    ],
+                )?;
+            } else {
+                netns::sysctl(
+                    ns,
+                    &[
+                        "net.ipv6.conf.all.disable_ipv6=1",
+                        "net.ipv6.conf.default.disable_ipv6=1",
+                    ],
+                )?;
+            }
         }
 
         let mut bridge = vec![
             "link add br0 type bridge mcast_snooping 0".to_owned(),
             "link set br0 up".to_owned(),
         ];
+        if self.nat {
+            bridge.push("link add br1 type bridge mcast_snooping 0".to_owned());
+            bridge.push("link set br1 up".to_owned());
+            bridge.push(format!(
+                "link add plbn type veth peer name eth1 address {} netns {}",
+                mac_string(mac_for(LB_NAT_ADDR)),
+                self.lbs[0].ns
+            ));
+            bridge.push("link set plbn master br1 up".to_owned());
+        }
         for n in self.nodes() {
             bridge.push(format!(
                 "link add {} type veth peer name eth0 address {} netns {}",
@@ -297,26 +375,60 @@ impl Lab {
                 mac_string(n.mac),
                 n.ns
             ));
-            bridge.push(format!("link set {} master br0 up", n.bridge_port));
+            let is_backend = self.backends.iter().any(|b| b.node.ns == n.ns);
+            let br = if self.nat && is_backend { "br1" } else { "br0" };
+            bridge.push(format!("link set {} master {br} up", n.bridge_port));
         }
         netns::ip_batch(&self.bridge_ns, &bridge)?;
 
+        let (vip6, lb_nat6) = (v6(VIP), v6(LB_NAT_ADDR));
         for n in self.nodes() {
+            let is_backend = self.backends.iter().any(|b| b.node.ns == n.ns);
+            let is_lb = n.ns == self.lbs[0].ns;
             let mut cmds = vec![
                 "link set lo up".to_owned(),
                 format!("addr add {}/{PREFIX_LEN} dev eth0", n.addr),
                 "link set eth0 up".to_owned(),
             ];
-            if n.ns == self.lbs[0].ns && !self.floating_vip {
-                cmds.push(format!("addr add {VIP}/32 dev eth0"));
+            if self.ipv6 {
+                cmds.push(format!("addr add {}/64 dev eth0 nodad", v6(n.addr)));
             }
-            if self.backends.iter().any(|b| b.node.ns == n.ns) {
+            if is_lb && !self.floating_vip {
+                cmds.push(format!("addr add {VIP}/32 dev eth0"));
+                if self.ipv6 {
+                    cmds.push(format!("addr add {vip6}/128 dev eth0 nodad"));
+                }
+            }
+            if is_lb && self.nat {
+                cmds.push(format!("addr add {LB_NAT_ADDR}/{PREFIX_LEN} dev eth1"));
+                if self.ipv6 {
+                    cmds.push(format!("addr add {lb_nat6}/64 dev eth1 nodad"));
+                }
+                cmds.push("link set eth1 up".to_owned());
+            }
+            if is_backend && self.nat {
+                cmds.push(format!("route add default via {LB_NAT_ADDR}"));
+                if self.ipv6 {
+                    cmds.push(format!("route add default via {lb_nat6}"));
+                }
+            } else if is_backend {
                 cmds.push(format!("addr add {VIP}/32 dev lo"));
+                if self.ipv6 {
+                    cmds.push(format!("addr add {vip6}/128 dev lo"));
+                }
             }
             netns::ip_batch(&n.ns, &cmds)?;
         }
 
-        for b in &self.backends {
+        if self.nat {
+            let mut forwarding = vec!["net.ipv4.ip_forward=1"];
+            if self.ipv6 {
+                forwarding.push("net.ipv6.conf.all.forwarding=1");
+            }
+            netns::sysctl(&self.lbs[0].ns, &forwarding)?;
+        }
+
+        for b in self.backends.iter().filter(|_| !self.nat) {
             // Without these a backend answers the client's ARP for the VIP (it holds the
             // VIP on lo), the client talks to it directly and the balancer sees nothing.
             netns::sysctl(
@@ -333,6 +445,10 @@ impl Lab {
         // veth offloads the TX checksum; native XDP_TX turns the skb into a bare frame and
         // the backend would get the unfinished checksum.
         netns::exec(&self.client.ns, "ethtool", &["-K", "eth0", "tx", "off"])?;
+        // NAT: the backends' replies go through the balancer's program too.
+        for b in self.backends.iter().filter(|_| self.nat) {
+            netns::exec(&b.node.ns, "ethtool", &["-K", "eth0", "tx", "off"])?;
+        }
 
         // Native XDP_TX frames from the balancer are dropped by the peer veth unless the
         // peer has an XDP program of its own.
@@ -340,23 +456,45 @@ impl Lab {
             let ebpf = attach_xdp_pass(&self.bridge_ns, &lb.bridge_port)?;
             self.xdp_pass.push(ebpf);
         }
+        if self.nat {
+            let ebpf = attach_xdp_pass(&self.bridge_ns, "plbn")?;
+            self.xdp_pass.push(ebpf);
+        }
 
         let stop = self.teardown.state().stop.clone();
         for b in &mut self.backends {
-            let (counters, threads) = servers::start(
-                &b.node.ns,
-                &b.node.role,
-                &[VIP, b.node.addr],
-                SERVICE_PORT,
-                &stop,
-            )?;
+            let mut addrs: Vec<IpAddr> = vec![b.node.addr.into()];
+            if !self.nat {
+                addrs.push(VIP.into());
+            }
+            if self.ipv6 {
+                addrs.extend(addrs.clone().into_iter().map(|a| match a {
+                    IpAddr::V4(a) => IpAddr::V6(v6(a)),
+                    v6 => v6,
+                }));
+            }
+            let port = if self.nat {
+                NAT_BACKEND_PORT
+            } else {
+                SERVICE_PORT
+            };
+            let (counters, threads) =
+                servers::start(&b.node.ns, &b.node.role, &addrs, port, &stop)?;
             b.servers = counters;
             self.teardown.state().threads.extend(threads);
         }
 
         let to_client = SocketAddr::from((self.client.addr, 9));
-        for n in self.lbs.iter().chain(self.backends.iter().map(|b| &b.node)) {
+        for n in &self.lbs {
             servers::announce(&n.ns, to_client)?;
+        }
+        let to = if self.nat {
+            SocketAddr::from((LB_NAT_ADDR, 9))
+        } else {
+            to_client
+        };
+        for b in &self.backends {
+            servers::announce(&b.node.ns, to)?;
         }
         ensure!(!fail, "failing on request (fail_setup_for_test)");
         Ok(())
@@ -410,6 +548,11 @@ impl Lab {
     /// `VIP:80`.
     pub fn vip(&self) -> SocketAddr {
         SocketAddrV4::new(VIP, SERVICE_PORT).into()
+    }
+
+    /// `[fd99::50]:80`, the VIP's IPv6 twin (labs built with [`LabBuilder::ipv6`]).
+    pub fn vip6(&self) -> SocketAddr {
+        SocketAddr::from((v6(VIP), SERVICE_PORT))
     }
 
     /// The lab's temporary directory (configs, sockets, logs); removed on drop.
@@ -513,7 +656,14 @@ impl Lab {
 
     /// [`Lab::lbd_config`] with a chosen set of backends and weights.
     pub fn lbd_config_with(&self, node: usize, backends: &[(Ipv4Addr, u32)]) -> String {
-        render_lbd_config(&self.control_socket(node), backends)
+        render_lbd_config(
+            &self.control_socket(node),
+            backends,
+            LabKind {
+                nat: self.nat,
+                ipv6: self.ipv6,
+            },
+        )
     }
 
     /// Writes [`Lab::lbd_config`] for the first node plus `extra` (appended verbatim) to the
@@ -588,7 +738,15 @@ impl Drop for Lab {
     }
 }
 
-fn render_lbd_config(control_socket: &Path, backends: &[(Ipv4Addr, u32)]) -> String {
+#[derive(Clone, Copy, Default)]
+struct LabKind {
+    nat: bool,
+    ipv6: bool,
+}
+
+/// VIP:80 over TCP (`web`) and UDP (`web-udp`), and with IPv6 the same on the VIP's twin
+/// (`web6`, `web6-udp`, to the backends' twins); NAT VIPs to port 8080 in a NAT lab.
+fn render_lbd_config(control_socket: &Path, backends: &[(Ipv4Addr, u32)], kind: LabKind) -> String {
     let mut s = format!(
         "[agent]\n\
          interface = \"eth0\"\n\
@@ -597,21 +755,35 @@ fn render_lbd_config(control_socket: &Path, backends: &[(Ipv4Addr, u32)]) -> Str
          control_socket = \"{}\"\n",
         control_socket.display()
     );
-    for (name, proto) in [("web", "tcp"), ("web-udp", "udp")] {
-        let _ = write!(
-            s,
-            "\n[[vip]]\n\
-             name = \"{name}\"\n\
-             address = \"{VIP}\"\n\
-             port = {SERVICE_PORT}\n\
-             protocol = \"{proto}\"\n\
-             mode = \"dr\"\n"
-        );
-        for (b, weight) in backends {
+    if kind.nat {
+        s.push_str("nat_interfaces = [\"eth1\"]\n");
+    }
+    let mode = if kind.nat { "nat" } else { "dr" };
+    let families: &[bool] = if kind.ipv6 { &[false, true] } else { &[false] };
+    for &six in families {
+        let vip: IpAddr = if six { v6(VIP).into() } else { VIP.into() };
+        let tag = if six { "6" } else { "" };
+        for (name, proto) in [("web", "tcp"), ("web-udp", "udp")] {
+            let name = name.replacen("web", &format!("web{tag}"), 1);
             let _ = write!(
                 s,
-                "\n[[vip.backend]]\naddress = \"{b}\"\nweight = {weight}\n"
+                "\n[[vip]]\n\
+                 name = \"{name}\"\n\
+                 address = \"{vip}\"\n\
+                 port = {SERVICE_PORT}\n\
+                 protocol = \"{proto}\"\n\
+                 mode = \"{mode}\"\n"
             );
+            for (b, weight) in backends {
+                let b: IpAddr = if six { v6(*b).into() } else { (*b).into() };
+                let _ = write!(
+                    s,
+                    "\n[[vip.backend]]\naddress = \"{b}\"\nweight = {weight}\n"
+                );
+                if kind.nat {
+                    let _ = writeln!(s, "port = {NAT_BACKEND_PORT}");
+                }
+            }
         }
     }
     s
@@ -794,7 +966,7 @@ mod tests {
     fn the_generated_agent_config_is_valid_for_the_agent() {
         let backends = [FIRST_BACKEND_ADDR, offset(FIRST_BACKEND_ADDR, 1)];
         let weighted: Vec<_> = backends.iter().map(|&b| (b, 2)).collect();
-        let text = render_lbd_config(Path::new("/tmp/x/lbd.sock"), &weighted);
+        let text = render_lbd_config(Path::new("/tmp/x/lbd.sock"), &weighted, LabKind::default());
         let config = lb_userspace::config::parse(&text).unwrap_or_else(|d| panic!("{d:?}\n{text}"));
         assert_eq!(config.agent.interface, "eth0");
         assert_eq!(config.agent.control_socket, Path::new("/tmp/x/lbd.sock"));
@@ -806,5 +978,16 @@ mod tests {
             assert_eq!(addrs, backends.map(std::net::IpAddr::V4));
             assert!(v.backends.iter().all(|b| b.weight == 2));
         }
+        let kind = LabKind {
+            nat: true,
+            ipv6: true,
+        };
+        let text = render_lbd_config(Path::new("/tmp/x/lbd.sock"), &weighted, kind);
+        let config = lb_userspace::config::parse(&text).unwrap_or_else(|d| panic!("{d:?}\n{text}"));
+        assert_eq!(config.agent.nat_interfaces, ["eth1"]);
+        assert_eq!(config.vips.len(), 4);
+        assert_eq!(config.vips[2].address, std::net::IpAddr::V6(v6(VIP)));
+        assert_eq!(config.vips[3].backends[1].address.to_string(), "fd99::22");
+        assert_eq!(config.vips[3].backends[1].port, Some(NAT_BACKEND_PORT));
     }
 }

@@ -5,7 +5,7 @@
 
 use std::{
     io::{self, BufRead as _, BufReader, ErrorKind, Write as _},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::fd::AsRawFd as _,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -56,13 +56,19 @@ impl ServerCounters {
 pub fn start(
     ns: &str,
     name: &str,
-    udp_addrs: &[Ipv4Addr],
+    udp_addrs: &[IpAddr],
     port: u16,
     stop: &Arc<AtomicBool>,
 ) -> Result<(ServerCounters, Vec<JoinHandle<()>>)> {
+    // `[::]` takes IPv4 too (bindv6only is 0), but only where IPv6 is on.
+    let any: IpAddr = if udp_addrs.iter().any(IpAddr::is_ipv6) {
+        Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        Ipv4Addr::UNSPECIFIED.into()
+    };
     let (listener, udp) = netns::run_in(ns, || {
-        let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
-            .with_context(|| format!("{name}: binding TCP 0.0.0.0:{port}"))?;
+        let listener = TcpListener::bind((any, port))
+            .with_context(|| format!("{name}: binding TCP {any}:{port}"))?;
         let udp = udp_addrs
             .iter()
             .map(|a| {
