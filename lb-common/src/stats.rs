@@ -103,9 +103,10 @@ reasons! {
     PassFibNoNeigh = 22, "pass_fib_no_neigh", Pass, "NAT: the next hop's MAC is not in the kernel's neighbour table; the translated packet goes to the kernel, which resolves it and forwards";
     PassFibFwdDisabled = 23, "pass_fib_fwd_disabled", Pass, "NAT: forwarding is disabled (sysctl net.ipv4.ip_forward, net.ipv6.conf.all.forwarding); the translated packet goes to the kernel";
     PassFibNotForwarded = 24, "pass_fib_not_forwarded", Pass, "NAT: the route is not a plain forwarding route (local, broadcast, multicast, tunnel); the translated packet goes to the kernel";
-    PassFibFragNeeded = 25, "pass_fib_frag_needed", Pass, "NAT: larger than the egress MTU; the translated packet goes to the kernel, which fragments it or answers with ICMP";
+    PassFibFragNeeded = 25, "pass_fib_frag_needed", Pass, "NAT: larger than the egress MTU; the translated packet goes to the kernel, which fragments it (IPv4 without don't-fragment) or drops it (an ICMP error about it)";
     DropFibUnreachable = 26, "drop_fib_unreachable", Drop, "NAT: the route is a blackhole, unreachable or prohibit route";
     PassNoTxPort = 27, "pass_no_tx_port", Pass, "NAT: the egress interface is not in TX_PORTS; the translated packet goes to the kernel";
+    SentIcmpTooBig = 28, "sent_icmp_too_big", Tx, "NAT: larger than the egress MTU and not to be fragmented: answered with ICMP fragmentation needed / packet too big, so the sender's path MTU discovery works";
 }
 
 #[cfg(test)]

@@ -6,10 +6,14 @@
 //! - success: TTL/hop limit decremented, MACs from the FIB, sent;
 //! - no neighbour (`NO_NEIGH`): the translated packet goes to the kernel, which forwards it
 //!   and resolves the next hop on the way, so later packets find the neighbour;
+//! - bigger than the egress MTU: a TCP/UDP packet that must not be fragmented (IPv4 with
+//!   don't-fragment, all IPv6) is answered with ICMP "fragmentation needed" / "packet too
+//!   big" from its destination (`icmp::send_too_big`): the kernel would quote the translated
+//!   packet, which the sender cannot match to its socket. Anything else (IPv4 that may be
+//!   fragmented, ICMP errors) goes translated to the kernel, which fragments or drops it;
 //! - forwarding disabled, not a forwarding route (local, broadcast, multicast), a tunnel
-//!   route (`UNSUPP_LWT`), or bigger than the egress MTU: the translated packet goes to the
-//!   kernel, which does what it does for any routed packet (delivers locally, fragments,
-//!   answers ICMP, or drops it and counts it);
+//!   route (`UNSUPP_LWT`): the translated packet goes to the kernel, which does what it
+//!   does for any routed packet (delivers locally, or drops it and counts it);
 //! - blackhole, unreachable, prohibit: dropped, as the route says.
 //!
 //! A packet handed to the kernel keeps its TTL: the kernel decrements it when it forwards.
@@ -47,6 +51,8 @@ pub struct Hop {
 /// Where the FIB sends a packet.
 pub enum Route {
     Forward(Hop),
+    /// Larger than the egress MTU (given).
+    TooBig(u16),
     /// Leave it (translated) to the kernel, counted under this reason.
     Kernel(Reason),
     /// Drop it (untranslated), counted under this reason.
@@ -121,7 +127,8 @@ pub fn lookup(
         }),
         BPF_FIB_LKUP_RET_NO_NEIGH => Route::Kernel(Reason::PassFibNoNeigh),
         BPF_FIB_LKUP_RET_FWD_DISABLED => Route::Kernel(Reason::PassFibFwdDisabled),
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => Route::Kernel(Reason::PassFibFragNeeded),
+        // SAFETY: on FRAG_NEEDED the kernel stored the MTU in the union.
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Route::TooBig(unsafe { p.__bindgen_anon_1.mtu_result }),
         BPF_FIB_LKUP_RET_BLACKHOLE | BPF_FIB_LKUP_RET_UNREACHABLE | BPF_FIB_LKUP_RET_PROHIBIT => {
             Route::Drop(Reason::DropFibUnreachable)
         }

@@ -18,8 +18,12 @@
 //! The flow's backend is the one its flow table entry names, or else the lookup table's
 //! choice; ICMP never creates or refreshes an entry.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
 use lb_common::{
+    addr::Addr,
     backend::BACKEND_F_MAC_VALID,
     flow::FlowKey,
     stats::Reason,
@@ -30,11 +34,15 @@ use crate::{
     dr, flow,
     maps::{flow_key, vip_key, IFACES, NAT_CONNS, VIPS},
     nat::{self, addr_eq, IcmpTranslation, Side},
-    parse::{byte, embedded, Embedded, Parsed},
+    parse::{
+        byte, embedded, raw16, set_words, words, Embedded, Parsed, ETH_HLEN, IPPROTO_ICMP,
+        IPPROTO_ICMPV6, IPV4_MIN_HLEN, IPV6_HLEN,
+    },
 };
 
 const ICMP_HLEN: usize = 8;
 const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_FRAG_NEEDED: u8 = 4;
 const ICMP_TIME_EXCEEDED: u8 = 11;
 const ICMPV6_DEST_UNREACH: u8 = 1;
 const ICMPV6_PKT_TOOBIG: u8 = 2;
@@ -136,4 +144,152 @@ fn from_client_side(ctx: &XdpContext, outer: &Parsed, inner: &Embedded, vip: &Vi
         }
         _ => Reason::PassIcmp,
     }
+}
+
+/// The largest ICMP error to send: IPv4 576 bytes (RFC 1812 4.3.2.3), IPv6 1280 (RFC 4443
+/// 2.4(c)), IP header included.
+const ICMP4_MAX: usize = 576;
+const ICMP6_MAX: usize = 1280;
+/// Words of quoted packet summed at most (an IPv6 quote of 1232 bytes).
+const MAX_QUOTE_WORDS: usize = (ICMP6_MAX - IPV6_HLEN - ICMP_HLEN) / 2;
+
+/// Answers an untagged NAT packet that is larger than the egress MTU (`mtu`) and must not be
+/// fragmented: ICMP "fragmentation needed" (IPv4) or "packet too big" (IPv6) from the
+/// packet's destination to its source, quoting the packet as it arrived (as much as fits),
+/// sent back out of the interface it came in on. The kernel would quote the translated
+/// packet, which the sender cannot match to its connection, and path MTU discovery would
+/// stall.
+#[inline(never)]
+pub fn send_too_big(ctx: &XdpContext, pkt: &Parsed, mtu: u16) -> Reason {
+    match too_big(ctx, pkt, mtu) {
+        Some(()) => Reason::SentIcmpTooBig,
+        None => Reason::PassMalformed,
+    }
+}
+
+#[inline(always)]
+fn too_big(ctx: &XdpContext, pkt: &Parsed, mtu: u16) -> Option<()> {
+    let v6 = pkt.v6;
+    let (hdr, max) = if v6 {
+        (IPV6_HLEN, ICMP6_MAX)
+    } else {
+        (IPV4_MIN_HLEN, ICMP4_MAX)
+    };
+    // Read before anything moves.
+    let macs = words::<6>(ctx, 0)?;
+    let (from, to) = (pkt.flow.dst, pkt.flow.src);
+    let quote = (pkt.end() - ETH_HLEN).min(max - hdr - ICMP_HLEN);
+    // Cut the frame to the quote (dropping Ethernet padding too), then make room in front
+    // for the new IP and ICMP headers: the quoted packet stays where it is.
+    let have = ctx.data_end() - ctx.data() - ETH_HLEN;
+    // SAFETY: the helpers only move the frame's bounds; every access after them goes
+    // through ptr_at again.
+    unsafe {
+        if have > quote && bpf_xdp_adjust_tail(ctx.ctx, -((have - quote) as i32)) != 0 {
+            return None;
+        }
+        if bpf_xdp_adjust_head(ctx.ctx, -((hdr + ICMP_HLEN) as i32)) != 0 {
+            return None;
+        }
+    }
+    let ethertype: u16 = if v6 { 0x86dd } else { 0x0800 };
+    set_words(
+        ctx,
+        0,
+        [
+            macs[3],
+            macs[4],
+            macs[5],
+            macs[0],
+            macs[1],
+            macs[2],
+            ethertype.to_be(),
+        ],
+    )?;
+    // SAFETY: same size, any bit pattern is valid.
+    let (from, to): ([u16; 8], [u16; 8]) = unsafe {
+        (
+            core::mem::transmute::<Addr, [u16; 8]>(from),
+            core::mem::transmute::<Addr, [u16; 8]>(to),
+        )
+    };
+    let icmp_len = ICMP_HLEN + quote;
+    let icmp = ETH_HLEN + hdr;
+    // The ICMP checksum's start: its header (checksum 0) and, for ICMPv6, the pseudo-header.
+    let mut sum: u32 = 0;
+    if v6 {
+        let mut ip = [0u16; 20];
+        ip[0] = 0x6000u16.to_be();
+        ip[2] = (icmp_len as u16).to_be();
+        ip[3] = u16::from_ne_bytes([IPPROTO_ICMPV6, 64]);
+        ip[4..12].copy_from_slice(&from);
+        ip[12..20].copy_from_slice(&to);
+        set_words(ctx, ETH_HLEN, ip)?;
+        for i in 0..8 {
+            sum += from[i] as u32 + to[i] as u32;
+        }
+        sum += (icmp_len as u16).to_be() as u32 + (IPPROTO_ICMPV6 as u16).to_be() as u32;
+        let head = [
+            u16::from_ne_bytes([ICMPV6_PKT_TOOBIG, 0]),
+            0,
+            0,
+            mtu.to_be(),
+        ];
+        for w in head {
+            sum += w as u32;
+        }
+        set_words(ctx, icmp, head)?;
+    } else {
+        let mut ip = [
+            0x45c0u16.to_be(),
+            ((hdr + icmp_len) as u16).to_be(),
+            0,
+            0,
+            u16::from_ne_bytes([64, IPPROTO_ICMP]),
+            0,
+            from[6],
+            from[7],
+            to[6],
+            to[7],
+        ];
+        let mut ip_sum: u32 = 0;
+        for w in ip {
+            ip_sum += w as u32;
+        }
+        ip[5] = !fold(ip_sum);
+        set_words(ctx, ETH_HLEN, ip)?;
+        let head = [
+            u16::from_ne_bytes([ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED]),
+            0,
+            0,
+            mtu.to_be(),
+        ];
+        for w in head {
+            sum += w as u32;
+        }
+        set_words(ctx, icmp, head)?;
+    }
+    // The quote, word by word, to the end of the frame.
+    let start = icmp + ICMP_HLEN;
+    for i in 0..MAX_QUOTE_WORDS {
+        let at = start + 2 * i;
+        match raw16(ctx, at) {
+            Some(w) => sum += w as u32,
+            None => {
+                if let Some(b) = byte(ctx, at) {
+                    sum += u16::from_ne_bytes([b, 0]) as u32;
+                }
+                break;
+            }
+        }
+    }
+    set_words(ctx, icmp + 2, [!fold(sum)])
+}
+
+/// Folds a one's-complement sum to 16 bits.
+#[inline(always)]
+fn fold(mut s: u32) -> u16 {
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s as u16
 }

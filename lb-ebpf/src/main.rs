@@ -58,11 +58,12 @@ fn transport(ctx: &XdpContext, pkt: &Parsed, bytes: u64) -> Reason {
         if !nat::in_use() {
             return Reason::PassNotVip;
         }
-        return nat::reply(ctx, pkt);
+        return nat::reply(ctx, pkt).unwrap_or_else(|mtu| icmp::send_too_big(ctx, pkt, mtu));
     };
     match vip.mode {
         MODE_DR => direct_return(ctx, pkt, vip, bytes),
-        MODE_NAT => nat::forward(ctx, pkt, &key, vip),
+        MODE_NAT => nat::forward(ctx, pkt, &key, vip)
+            .unwrap_or_else(|mtu| icmp::send_too_big(ctx, pkt, mtu)),
         _ => Reason::PassNotVip,
     }
 }

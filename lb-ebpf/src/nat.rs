@@ -22,7 +22,7 @@ use crate::{
     fib::{self, Route},
     flow,
     maps::{flow_key, NAT_CONNS, NAT_IN_USE},
-    parse::{raw16, set_addr_words, set_raw16, Embedded, Parsed, IPPROTO_TCP},
+    parse::{byte, raw16, set_addr_words, set_raw16, Embedded, Parsed, IPPROTO_TCP},
     stats,
 };
 
@@ -111,6 +111,16 @@ fn same_family(a: &Addr, v6: bool) -> bool {
     mapped != v6
 }
 
+/// Whether the packet may not be fragmented on the way: IPv6 (only its source fragments),
+/// or IPv4 with don't-fragment.
+#[inline(always)]
+fn must_not_fragment(ctx: &XdpContext, pkt: &Parsed) -> Option<bool> {
+    if pkt.v6 {
+        return Some(true);
+    }
+    Some(byte(ctx, pkt.l3() + 6)? & 0x40 != 0)
+}
+
 /// The checks before a NAT packet is routed: untagged, and a TTL left to decrement.
 #[inline(always)]
 fn routable(ctx: &XdpContext, pkt: &Parsed) -> Result<(), Reason> {
@@ -125,23 +135,30 @@ fn routable(ctx: &XdpContext, pkt: &Parsed) -> Result<(), Reason> {
 }
 
 /// A packet to a NAT VIP: translated to its flow's backend and routed; the connection is
-/// recorded for its replies.
+/// recorded for its replies. `Err(mtu)`: too big for the egress MTU and not to be
+/// fragmented; the caller answers with `icmp::send_too_big` (from its own stack frame:
+/// nested in this one, the two exceed the 512-byte stack).
 // A BPF subprogram (at most 5 arguments) of its own, for the stack's sake.
 #[inline(never)]
-pub fn forward(ctx: &XdpContext, pkt: &Parsed, vip_key: &VipKey, vip: &VipInfo) -> Reason {
+pub fn forward(
+    ctx: &XdpContext,
+    pkt: &Parsed,
+    vip_key: &VipKey,
+    vip: &VipInfo,
+) -> Result<Reason, u16> {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     stats::count_vip(vip.id, bytes);
     let Some(backend_id) = flow::backend_for(pkt, vip) else {
-        return Reason::DropNoBackend;
+        return Ok(Reason::DropNoBackend);
     };
     let Some(backend) = flow::backend(backend_id) else {
-        return Reason::DropNoBackend;
+        return Ok(Reason::DropNoBackend);
     };
     if let Err(reason) = routable(ctx, pkt) {
-        return reason;
+        return Ok(reason);
     }
     if !same_family(&backend.addr, pkt.v6) {
-        return Reason::DropNoBackend;
+        return Ok(Reason::DropNoBackend);
     }
     let route = fib::lookup(
         ctx,
@@ -153,14 +170,20 @@ pub fn forward(ctx: &XdpContext, pkt: &Parsed, vip_key: &VipKey, vip: &VipInfo) 
         backend.port_be,
         pkt.end() - pkt.l3(),
     );
-    if let Route::Drop(reason) = route {
-        return reason;
-    }
+    let route = match route {
+        Route::Drop(reason) => return Ok(reason),
+        Route::TooBig(mtu) => match must_not_fragment(ctx, pkt) {
+            Some(true) => return Err(mtu),
+            Some(false) => Route::Kernel(Reason::PassFibFragNeeded),
+            None => return Ok(Reason::PassMalformed),
+        },
+        route => route,
+    };
     if translate(ctx, pkt, Side::Dst, &backend.addr, backend.port_be).is_none() {
-        return Reason::PassMalformed;
+        return Ok(Reason::PassMalformed);
     }
     remember(pkt, vip_key, vip, backend_id, backend);
-    match route {
+    Ok(match route {
         Route::Forward(hop) => {
             let reason = fib::send(
                 ctx,
@@ -176,7 +199,8 @@ pub fn forward(ctx: &XdpContext, pkt: &Parsed, vip_key: &VipKey, vip: &VipInfo) 
             reason
         }
         Route::Kernel(reason) | Route::Drop(reason) => reason,
-    }
+        Route::TooBig(_) => Reason::PassFibFragNeeded,
+    })
 }
 
 /// Whether this program has recorded a NAT connection (see `NAT_IN_USE`).
@@ -231,17 +255,17 @@ fn remember(pkt: &Parsed, vip_key: &VipKey, vip: &VipInfo, backend_id: u32, back
 }
 
 /// A packet that is not for a VIP: if it is a NAT backend's reply, translated back to the
-/// VIP and routed to the client; otherwise `pass_not_vip`.
+/// VIP and routed to the client; otherwise `pass_not_vip`. `Err(mtu)` as for [`forward`].
 #[inline(never)]
-pub fn reply(ctx: &XdpContext, pkt: &Parsed) -> Reason {
+pub fn reply(ctx: &XdpContext, pkt: &Parsed) -> Result<Reason, u16> {
     // SAFETY: entries are plain data written whole by this program.
     let Some(entry) = (unsafe { NAT_CONNS.get(pkt.flow) }) else {
-        return Reason::PassNotVip;
+        return Ok(Reason::PassNotVip);
     };
     let (vip, vip_port_be) = (entry.vip, entry.vip_port_be);
     let (vip_id, backend_id) = (entry.vip_id, entry.backend_id);
     if let Err(reason) = routable(ctx, pkt) {
-        return reason;
+        return Ok(reason);
     }
     let route = fib::lookup(
         ctx,
@@ -253,13 +277,19 @@ pub fn reply(ctx: &XdpContext, pkt: &Parsed) -> Reason {
         pkt.flow.dport_be,
         pkt.end() - pkt.l3(),
     );
-    if let Route::Drop(reason) = route {
-        return reason;
-    }
+    let route = match route {
+        Route::Drop(reason) => return Ok(reason),
+        Route::TooBig(mtu) => match must_not_fragment(ctx, pkt) {
+            Some(true) => return Err(mtu),
+            Some(false) => Route::Kernel(Reason::PassFibFragNeeded),
+            None => return Ok(Reason::PassMalformed),
+        },
+        route => route,
+    };
     if translate(ctx, pkt, Side::Src, &vip, vip_port_be).is_none() {
-        return Reason::PassMalformed;
+        return Ok(Reason::PassMalformed);
     }
-    match route {
+    Ok(match route {
         Route::Forward(hop) => {
             let reason = fib::send(
                 ctx,
@@ -277,7 +307,8 @@ pub fn reply(ctx: &XdpContext, pkt: &Parsed) -> Reason {
             reason
         }
         Route::Kernel(reason) | Route::Drop(reason) => reason,
-    }
+        Route::TooBig(_) => Reason::PassFibFragNeeded,
+    })
 }
 
 /// How to translate an ICMP error about a NAT connection.
@@ -317,9 +348,12 @@ pub fn icmp(ctx: &XdpContext, outer: &Parsed, inner: &Embedded, t: &IcmpTranslat
         0,
         outer.end() - outer.l3(),
     );
-    if let Route::Drop(reason) = route {
-        return reason;
-    }
+    let route = match route {
+        Route::Drop(reason) => return reason,
+        // Never an ICMP error about an ICMP error (RFC 1122 3.2.2, RFC 4443 2.4).
+        Route::TooBig(_) => Route::Kernel(Reason::PassFibFragNeeded),
+        route => route,
+    };
     if translate_icmp(ctx, outer, inner, t).is_none() {
         return Reason::PassMalformed;
     }
@@ -333,6 +367,7 @@ pub fn icmp(ctx: &XdpContext, outer: &Parsed, inner: &Embedded, t: &IcmpTranslat
             Reason::RedirectedIcmpNat,
         ),
         Route::Kernel(reason) | Route::Drop(reason) => reason,
+        Route::TooBig(_) => Reason::PassFibFragNeeded,
     }
 }
 

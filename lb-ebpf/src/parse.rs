@@ -65,7 +65,7 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
 /// so these are aligned 2-byte accesses. Reading bytes one by one instead makes LLVM
 /// assemble words from single-byte loads and spill them, which overflows the 512-byte stack.
 #[inline(always)]
-fn words<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u16; N]> {
+pub fn words<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u16; N]> {
     let p = ptr_at::<[u16; N]>(ctx, offset)?;
     // SAFETY: bounds checked by ptr_at; 2-byte aligned (see above).
     Some(unsafe { p.read() })

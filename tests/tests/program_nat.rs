@@ -4,7 +4,7 @@
 //! translated addresses (so its checksums are computed afresh, not incrementally), and its
 //! checksums are checked once more by a plain one's-complement sum.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lb_common::{
     addr,
@@ -415,26 +415,111 @@ fn an_egress_interface_missing_from_tx_ports_leaves_the_packet_to_the_kernel() {
     );
 }
 
+/// What the program must send back for a packet too big for the egress MTU: ICMP
+/// fragmentation needed (IPv4: TOS 0xc0, no DF, TTL 64) or packet too big (IPv6, hop limit
+/// 64) from the packet's destination to its source, quoting what arrived, as much as fits
+/// in 576 (IPv4) or 1280 (IPv6) bytes, MACs swapped.
+fn too_big_answer(arrived: &[u8], mtu: u16) -> Vec<u8> {
+    let macs = (
+        arrived[0..6].try_into().unwrap(),
+        arrived[6..12].try_into().unwrap(),
+    );
+    let ip = &arrived[14..];
+    if ip[0] >> 4 == 6 {
+        let src = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[8..24]).unwrap());
+        let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[24..40]).unwrap());
+        let quote = &ip[..ip.len().min(1280 - 48)];
+        frames::icmp6_error(
+            macs,
+            dst,
+            src,
+            64,
+            etherparse::Icmpv6Type::PacketTooBig { mtu: mtu.into() },
+            quote,
+        )
+    } else {
+        let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+        let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+        let quote = &ip[..ip.len().min(576 - 28)];
+        let mut f = frames::icmp4_error(
+            macs,
+            dst,
+            src,
+            64,
+            etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                    next_hop_mtu: mtu,
+                },
+            ),
+            quote,
+        );
+        f[15] = 0xc0;
+        f[20] = 0;
+        frames::fix_ipv4_checksum(&mut f, 14);
+        f
+    }
+}
+
 #[test]
-fn a_packet_bigger_than_the_egress_mtu_goes_to_the_kernel() {
+fn a_packet_too_big_for_the_egress_mtu_is_answered_with_icmp_from_its_destination() {
+    let mut h = harness!();
+    let (cl0, bk0) = (h.net().cl0, h.net().bk0);
+    for dev in ["bk0", "cl0"] {
+        lb_tests::netns::ip(&h.net().name, &["link", "set", dev, "mtu", "1280"]).unwrap();
+    }
+    for v6 in [false, true] {
+        let src = client(v6);
+        // Too big on the way to the backend: the client hears it from the VIP.
+        let big = Frame::new(src, 47004, vip(v6), NAT_PORT)
+            .payload(1400)
+            .tcp();
+        assert_sent(
+            h.run_on(cl0, &big),
+            Reason::SentIcmpTooBig,
+            &too_big_answer(&big, 1280),
+            &format!("request v6={v6}"),
+        );
+        // A request that fits opens the connection; the backend's big reply is too big
+        // on the way to the client: the backend hears it from the client's address.
+        let i = expected_index(&h, src, 47005, 6);
+        assert_sent(
+            h.run_on(cl0, &request(src, 47005, 6)),
+            Reason::RedirectedNat,
+            &translated_request(src, 47005, 6, i),
+            "small request",
+        );
+        let big_reply = Frame::new(backend_ip(v6, i), NAT_BACKEND_PORT, src, 47005)
+            .macs(NAT_BACKEND_MACS[i], LB_BK_MAC)
+            .established()
+            .payload(1400)
+            .tcp();
+        assert_sent(
+            h.run_on(bk0, &big_reply),
+            Reason::SentIcmpTooBig,
+            &too_big_answer(&big_reply, 1280),
+            &format!("reply v6={v6}"),
+        );
+    }
+}
+
+#[test]
+fn an_ipv4_packet_that_may_be_fragmented_goes_to_the_kernel_to_be_fragmented() {
     let mut h = harness!();
     let cl0 = h.net().cl0;
     lb_tests::netns::ip(&h.net().name, &["link", "set", "bk0", "mtu", "1280"]).unwrap();
     let src = IpAddr::from(CLIENT);
-    let i = expected_index(&h, src, 47004, 6);
-    let frame = |dst: IpAddr, dport| Frame::new(src, 47004, dst, dport).payload(1400).tcp();
+    let i = expected_index(&h, src, 47006, 6);
+    let without_df = |dst: IpAddr, dport| {
+        let mut f = Frame::new(src, 47006, dst, dport).payload(1400).tcp();
+        f[20] &= !0x40;
+        frames::fix_ipv4_checksum(&mut f, 14);
+        f
+    };
     assert_sent(
-        h.run_on(cl0, &frame(NAT_VIP.into(), NAT_PORT)),
+        h.run_on(cl0, &without_df(NAT_VIP.into(), NAT_PORT)),
         Reason::PassFibFragNeeded,
-        &frame(nat_backend(i).into(), NAT_BACKEND_PORT),
-        "bigger than the MTU",
-    );
-    // One that fits is forwarded.
-    assert_sent(
-        h.run_on(cl0, &request(src, 47004, 6)),
-        Reason::RedirectedNat,
-        &translated_request(src, 47004, 6, i),
-        "smaller than the MTU",
+        &without_df(nat_backend(i).into(), NAT_BACKEND_PORT),
+        "bigger than the MTU, fragmentable",
     );
 }
 
