@@ -17,6 +17,9 @@
 //!
 //! The flow's backend is the one its flow table entry names, or else the lookup table's
 //! choice; ICMP never creates or refreshes an entry.
+//!
+//! The program also sends one ICMP error itself: [`send_too_big`], when NAT would forward a
+//! packet bigger than the egress MTU that must not be fragmented.
 
 use aya_ebpf::{
     helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
