@@ -90,7 +90,7 @@ fn lbd_check_validates_without_starting_anything() {
         .arg("--check"));
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.contains("configuration is valid (0 VIPs)"),
+        stdout.contains("configuration is valid (0 VIPs"),
         "{stdout}"
     );
     assert!(!socket.exists());
