@@ -11,7 +11,7 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
-use lb_tests::{netns, require_root, Lab, LbdGuard};
+use lb_tests::{agent::lbctl, lab, netns, require_root, Lab, LbdGuard};
 use lb_userspace::control::StatsReport;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -66,6 +66,45 @@ fn a_nat_vip_without_ip_forwarding_is_refused_naming_the_sysctl() {
         log.contains("net.ipv4.ip_forward is 0")
             || format!("{err:#}").contains("net.ipv4.ip_forward"),
         "error: {err:#}\nlog:\n{log}"
+    );
+}
+
+#[test]
+fn lbctl_adds_a_nat_vip_and_a_remapped_backend_at_runtime() {
+    if !require_root(module_path!()) {
+        return;
+    }
+    let lab = Lab::builder().nat().backends(1).build().expect("lab setup");
+    let config = lab.write_lbd_config("");
+    let lbd = lab.start_lbd(&config).expect("lbd starts and attaches");
+    let socket = lbd.socket().to_owned();
+    let run = |args: &[&str]| {
+        let (code, out) = lbctl(&socket, args);
+        assert_eq!(code, 0, "lbctl {args:?}: {out}");
+        out
+    };
+    run(&[
+        "vip",
+        "add",
+        "10.99.0.50:81/tcp",
+        "--name",
+        "alt",
+        "--mode",
+        "nat",
+    ]);
+    let b1 = lab.backends()[0].node.addr.to_string();
+    // DR cannot change the port: refused, nothing changed.
+    run(&["vip", "add", "10.99.0.50:82/tcp", "--name", "dr"]);
+    let (code, out) = lbctl(&socket, &["backend", "add", "dr", &b1, "--port", "8080"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("needs mode = \"nat\""), "{out}");
+    run(&["backend", "add", "alt", &b1, "--port", "8080"]);
+    let list = run(&["vip", "list"]);
+    assert!(list.contains("nat"), "{list}");
+    let alt = SocketAddr::from((lab::VIP, 81));
+    shares(
+        "connections to VIP:81",
+        &lab.tcp_requests(alt, 5, 2, TIMEOUT),
     );
 }
 
