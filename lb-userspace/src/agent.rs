@@ -767,6 +767,7 @@ impl Agent {
                 let bc = self.dp.backend_counter(id)?;
                 backends.push(BackendStats {
                     address: b.address,
+                    port: (v.config.mode == ForwardingMode::Nat).then(|| b.port_for(v.config.port)),
                     weight: b.weight,
                     drain: b.drain,
                     state: self.state_of(id).to_string(),

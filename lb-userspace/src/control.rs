@@ -287,6 +287,9 @@ pub struct VipStats {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BackendStats {
     pub address: IpAddr,
+    /// NAT VIPs: the port the backend is sent to (None for DR, which keeps the VIP's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     pub weight: u32,
     pub drain: bool,
     /// `up`, `down` or `drain`, from health checks or forced by the operator.

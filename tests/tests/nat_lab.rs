@@ -101,6 +101,8 @@ fn lbctl_adds_a_nat_vip_and_a_remapped_backend_at_runtime() {
     run(&["backend", "add", "alt", &b1, "--port", "8080"]);
     let list = run(&["vip", "list"]);
     assert!(list.contains("nat"), "{list}");
+    let backends = run(&["backend", "list", "alt"]);
+    assert!(backends.contains(&format!("{b1}:8080")), "{backends}");
     let alt = SocketAddr::from((lab::VIP, 81));
     shares(
         "connections to VIP:81",

@@ -552,10 +552,17 @@ fn print_backends(backends: &[BackendStats]) {
         } else {
             b.state.as_str()
         };
-        let mac = b.mac.as_deref().unwrap_or("unresolved");
+        // NAT backends are routed by the kernel's FIB: their MAC is not needed.
+        let (address, mac) = match b.port {
+            Some(port) => (SocketAddr::new(b.address, port).to_string(), "(routed)"),
+            None => (
+                b.address.to_string(),
+                b.mac.as_deref().unwrap_or("unresolved"),
+            ),
+        };
         println!(
             "  {:<40} {:>7} {:<8} {:<18} {:>12} {:>14} {:>8}",
-            b.address, b.weight, state, mac, b.packets, b.bytes, b.active_flows
+            address, b.weight, state, mac, b.packets, b.bytes, b.active_flows
         );
     }
 }
