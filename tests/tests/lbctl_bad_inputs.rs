@@ -83,7 +83,7 @@ fn bad_inputs_get_precise_messages_and_change_nothing() {
         (Cli(&["vip", "add", "10.99.0.60:0/tcp"], 1), "vip[2].port: port 0 is not allowed"),
         (Cli(&["vip", "add", "10.99.0.60:80/tcp", "--table-size", "100"], 1), "vip[2].table_size: 100 is not prime"),
         (Cli(&["vip", "add", "10.99.0.60:80/tcp", "--table-size", "4194319"], 1), "need 4325393 slots but table_capacity is 4194304"),
-        (Cli(&["vip", "add", "[2001:db8::1]:80/tcp"], 1), "IPv6 VIPs are not supported"),
+        (Cli(&["vip", "add", "10.99.0.60:80/tcp", "--mode", "nat"], 1), "NAT VIPs need IP forwarding, and net.ipv4.ip_forward is 0"),
         (Cli(&["vip", "add", "0.0.0.0:80/tcp"], 1), "0.0.0.0 cannot be a VIP"),
         (Cli(&["vip", "add", "224.0.0.1:80/tcp"], 1), "224.0.0.1 cannot be a VIP"),
         (Cli(&["vip", "del", "nope"], 1), "no VIP \"nope\"; give a name or ADDRESS:PORT/PROTOCOL of one of: web (10.99.0.50:80/tcp), web-udp (10.99.0.50:80/udp)"),
