@@ -72,7 +72,13 @@ fn steps(extra: &[OsString]) -> Result<()> {
             "cargo test",
             cmd("cargo")
                 .env("LB_BIN_DIR", &bin_dir)
-                .args(["test", "--workspace", "--exclude", "lb-ebpf", "--no-fail-fast"])
+                .args([
+                    "test",
+                    "--workspace",
+                    "--exclude",
+                    "lb-ebpf",
+                    "--no-fail-fast",
+                ])
                 .args(extra),
         ),
     ];
