@@ -2,6 +2,7 @@
 //! Figures are compared with baselines measured in the same run, so they hold on a noisy
 //! machine. Results and how to reproduce them: `bench/README.md`.
 
+mod failover;
 mod health;
 mod machine;
 mod maglev;
@@ -46,6 +47,14 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// VRRP failover: the service gap a client probing every 10 ms sees on a master crash
+    /// and a graceful stop, 1 s and 100 ms adverts, lbd against keepalived in the same run;
+    /// 10 ms adverts: the crash gap and lbd's CPU per instance.
+    Failover {
+        /// Failovers per case (min / median / max reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Every benchmark.
     All,
     /// (internal) accept and close TCP connections on ADDR: the target of `health`.
@@ -60,13 +69,16 @@ fn main() -> anyhow::Result<()> {
         Bench::Xdp { repeat, rounds } => xdp::run(&args.out, repeat, rounds),
         Bench::Maglev { rounds } => maglev::run(&args.out, rounds),
         Bench::Health { rounds } => health::run(&args.out, rounds),
+        Bench::Failover { runs } => failover::run(&args.out, runs),
         Bench::ServeTcp { addr } => health::serve_tcp(&addr),
         Bench::All => {
             xdp::run(&args.out, 1_000_000, 7)?;
             println!();
             maglev::run(&args.out, 7)?;
             println!();
-            health::run(&args.out, 5)
+            health::run(&args.out, 5)?;
+            println!();
+            failover::run(&args.out, 5)
         }
     }
 }

@@ -892,6 +892,7 @@ fn check_live_agent_keys(old: &AgentConfig, new: &AgentConfig) -> anyhow::Result
             "flow_table_size",
             old.flow_table_size != new.flow_table_size,
         ),
+        ("xdp_on_backup", old.xdp_on_backup != new.xdp_on_backup),
         ("nat_interfaces", old.nat_interfaces != new.nat_interfaces),
     ];
     let changed: Vec<&str> = fixed.iter().filter(|(_, c)| *c).map(|(k, _)| *k).collect();

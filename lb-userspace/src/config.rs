@@ -56,6 +56,17 @@ impl fmt::Display for XdpMode {
     }
 }
 
+/// Whether a VRRP backup keeps the XDP program attached (`agent.xdp_on_backup`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpOnBackup {
+    /// Attached only while master, and early when a backup's master looks gone.
+    #[default]
+    Detached,
+    /// Attached from start to stop: a takeover never waits for the kernel's attach.
+    Attached,
+}
+
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
@@ -125,6 +136,7 @@ pub struct AgentConfig {
     pub tcp_idle_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub udp_idle_timeout: Duration,
+    pub xdp_on_backup: XdpOnBackup,
     /// Interfaces besides `interface` that NAT traffic enters and leaves by (the program is
     /// attached there too, to translate the backends' replies).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -204,6 +216,8 @@ struct RawAgent {
     tcp_idle_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     udp_idle_timeout: Option<Duration>,
+    #[serde(default)]
+    xdp_on_backup: XdpOnBackup,
     #[serde(default)]
     nat_interfaces: Vec<Spanned<String>>,
 }
@@ -393,6 +407,7 @@ impl Validator<'_> {
             },
             tcp_idle_timeout: raw_agent.tcp_idle_timeout.unwrap_or(DEFAULT_TCP_IDLE),
             udp_idle_timeout: raw_agent.udp_idle_timeout.unwrap_or(DEFAULT_UDP_IDLE),
+            xdp_on_backup: raw_agent.xdp_on_backup,
             nat_interfaces,
         };
 

@@ -42,6 +42,8 @@ pub struct Instance {
     pub auth_pass: Option<String>,
     /// `unicast_src_ip` and `unicast_peer`; multicast when `None`.
     pub unicast: Option<(Ipv4Addr, Vec<Ipv4Addr>)>,
+    /// The virtual address (`/32` or `/128`): the lab's VIP, or its IPv6 twin.
+    pub vip: IpAddr,
 }
 
 impl Instance {
@@ -56,11 +58,12 @@ impl Instance {
             preempt: true,
             auth_pass: None,
             unicast: None,
+            vip: IpAddr::V4(VIP),
         }
     }
 }
 
-/// keepalived.conf for one instance named `name` on `eth0` with the lab's VIP.
+/// keepalived.conf for one instance named `name` on `eth0`.
 pub fn config(router_id: &str, name: &str, i: &Instance, notify: &Path) -> String {
     let mut s = format!(
         "global_defs {{\n    router_id {router_id}\n    script_user root\n}}\n\
@@ -88,9 +91,11 @@ pub fn config(router_id: &str, name: &str, i: &Instance, notify: &Path) -> Strin
         }
         s.push_str("    }\n");
     }
+    let len = if i.vip.is_ipv4() { 32 } else { 128 };
     let _ = write!(
         s,
-        "    virtual_ipaddress {{\n        {VIP}/32\n    }}\n    notify {}\n}}\n",
+        "    virtual_ipaddress {{\n        {}/{len}\n    }}\n    notify {}\n}}\n",
+        i.vip,
         notify.display()
     );
     s
@@ -243,6 +248,11 @@ impl<'lab> Keepalived<'lab> {
         }
     }
 
+    /// The VRRP child's PID: the process that sends and receives adverts.
+    pub fn vrrp_pid(&self) -> u32 {
+        self.vrrp_pid
+    }
+
     /// The state file, for observers on other threads.
     pub fn state_file(&self) -> &Path {
         &self.state_file
@@ -341,8 +351,13 @@ fn signal(pid: u32, sig: i32) {
 
 /// Whether the lab's VIP is configured on `eth0` of load-balancer node `node`.
 pub fn holds_vip(lab: &Lab, node: usize) -> Result<bool> {
+    holds(lab, node, IpAddr::V4(VIP))
+}
+
+/// Whether `addr` is configured on `eth0` of load-balancer node `node`.
+pub fn holds(lab: &Lab, node: usize, addr: IpAddr) -> Result<bool> {
     let ns = &lab.lb_nodes()[node].ns;
-    Ok(Lab::addresses(ns, "eth0")?.contains(&IpAddr::V4(VIP)))
+    Ok(Lab::addresses(ns, "eth0")?.contains(&addr))
 }
 
 /// Reads `ka`'s state without borrowing it, for observer threads.

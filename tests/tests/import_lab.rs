@@ -183,6 +183,7 @@ fn converted_node_and_keepalived_node_share_the_vip() {
         preempt: true,
         auth_pass: Some("s3cr3t".into()),
         unicast: None,
+        vip: lab::VIP.into(),
     };
 
     // Node 0's own keepalived.conf, as the helper writes it for keepalived, plus the LVS part.

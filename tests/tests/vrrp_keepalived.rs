@@ -48,6 +48,7 @@ fn ka_instance(lab: &Lab, s: &Scenario, priority: u8, start_master: bool) -> Ins
         preempt: true,
         auth_pass: s.auth_pass.map(str::to_owned),
         unicast: s.unicast.then(|| (addr(0), vec![addr(1)])),
+        vip: IpAddr::V4(lb_tests::lab::VIP),
     }
 }
 

@@ -119,6 +119,12 @@ fn vrrp_two_lbd_nodes_elect_fail_over_and_preempt() {
     assert_eq!(sb.master, Some(address(&lab, 0)), "{sb:#?}");
     assert_eq!(sb.became_master, 0, "B was master at some point: {sb:#?}");
     traffic_through(&lab, &a, 0, Some((&b, 1)));
+    // What an operator reads.
+    let (code, text) = lb_tests::agent::lbctl(b.socket(), &["status"]);
+    assert_eq!(code, 0, "{text}");
+    for want in ["VRRP", "backup", "10.99.0.10", "10.99.0.50/32", "100ms"] {
+        assert!(text.contains(want), "lbctl status lacks {want:?}:\n{text}");
+    }
 
     // kill -9 of the master: the backup takes over after its Master_Down_Interval.
     let prober = Prober::start(&lab.client().ns, lab.vip(), PROBE_EVERY, PROBE_TIMEOUT);

@@ -128,7 +128,8 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
     let socket_path = config.agent.control_socket.clone();
     let (health_runner, health, mut transitions) = HealthRunner::new(SchedulerConfig::default());
     tokio::spawn(health_runner.run());
-    let mut vrrp = Vrrp::new(&config.vrrp, &netlink).await?;
+    let keep_attached = config.agent.xdp_on_backup == config::XdpOnBackup::Attached;
+    let mut vrrp = Vrrp::new(&config.vrrp, &netlink, keep_attached).await?;
     let mut agent = Agent::new(config, config_path.clone(), link, dp, health.clone())?;
     agent.set_nat_links(nat_links)?;
 

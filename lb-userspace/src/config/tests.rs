@@ -184,6 +184,7 @@ fn every_key_is_documented() {
         "mode",
         "table_size",
         "weight",
+        "xdp_on_backup",
         "nat_interfaces",
         // [[vrrp]]
         "vrid",

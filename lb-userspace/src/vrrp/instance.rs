@@ -21,7 +21,9 @@
 //! without an advert from it, or its priority-0 advert. The program on a backup is
 //! harmless (clients send nothing for the VIP to a node that does not hold it), and a
 //! backup that hears its master again detaches. In steady state only masters have the
-//! program attached; at the takeover it usually is already.
+//! program attached; at the takeover it usually is already. With advert intervals of a
+//! few tens of milliseconds even that is too late, and `agent.xdp_on_backup = "attached"`
+//! keeps the program attached on backups too.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -117,11 +119,16 @@ pub struct Vrrp {
     /// Set by [`Vrrp::shutdown`]: instances that stop no longer detach the program (the
     /// node keeps forwarding until the new master has announced itself).
     stopping: bool,
+    /// `agent.xdp_on_backup = "attached"`: the program stays attached on backups.
+    keep_attached: bool,
 }
 
 fn centiseconds(d: Duration) -> u16 {
     u16::try_from(d.as_millis() / 10).unwrap_or(u16::MAX)
 }
+
+/// How long a stopping master keeps forwarding after the new master's first advert.
+const HANDOVER_GRACE: Duration = Duration::from_millis(20);
 
 /// When a backup that heard its master at `heard` starts to doubt it: one advert missed,
 /// half an interval of jitter allowed.
@@ -149,7 +156,12 @@ fn notify_state(state: State) -> &'static str {
 impl Vrrp {
     /// Resolves each instance's interface and source address and opens the sockets.
     /// Nothing is sent until [`start`](Vrrp::start). Must be called inside a tokio runtime.
-    pub async fn new(configs: &[VrrpConfig], netlink: &Netlink) -> anyhow::Result<Vrrp> {
+    /// With `keep_attached`, backups keep the program attached too.
+    pub async fn new(
+        configs: &[VrrpConfig],
+        netlink: &Netlink,
+        keep_attached: bool,
+    ) -> anyhow::Result<Vrrp> {
         let mut vrrp = Vrrp {
             instances: Vec::with_capacity(configs.len()),
             sockets: Vec::new(),
@@ -158,6 +170,7 @@ impl Vrrp {
             netlink: netlink.clone(),
             buf: vec![0; RECV_BUFFER],
             stopping: false,
+            keep_attached,
         };
         for cfg in configs {
             let instance = vrrp
@@ -165,6 +178,14 @@ impl Vrrp {
                 .await
                 .with_context(|| format!("VRRP instance {:?}", cfg.name))?;
             vrrp.instances.push(instance);
+        }
+        if let Some(short) = configs
+            .iter()
+            .filter(|c| c.advert_interval < Duration::from_millis(100))
+            .find(|_| !keep_attached)
+        {
+            warn!(instance = %short.name, interval = ?short.advert_interval,
+                  "with adverts this frequent, attaching XDP early still delays takeovers by the kernel's attach time (8-40 ms); set agent.xdp_on_backup = \"attached\"");
         }
         Ok(vrrp)
     }
@@ -365,9 +386,10 @@ impl Vrrp {
     /// Whether this node should have the program attached: it is master somewhere, or
     /// some backup believes its master is gone and will take over.
     fn wants_serving(&self, now: Instant) -> bool {
-        self.instances
-            .iter()
-            .any(|i| i.machine.state() == State::Master || i.suspect_at.is_some_and(|t| t <= now))
+        self.keep_attached
+            || self.instances.iter().any(|i| {
+                i.machine.state() == State::Master || i.suspect_at.is_some_and(|t| t <= now)
+            })
     }
 
     /// Attaches early, or detaches after a false alarm (see the module documentation).
@@ -463,6 +485,11 @@ impl Vrrp {
                 });
             }
             self.buf = buf;
+        }
+        if waiting.is_empty() {
+            // The new master announces right after its advert; packets already on their way
+            // here, and clients that miss the first announcement, still find the program.
+            tokio::time::sleep(HANDOVER_GRACE).await;
         }
         for &i in &waiting {
             info!(instance = %self.instances[i].name(), "no new master heard within one advert interval; detaching anyway");

@@ -503,24 +503,16 @@ impl Timer {
         let Some(Ok(mut guard)) = self.fd.readable().now_or_never() else {
             return;
         };
-        loop {
-            let read = guard.try_io(|fd| {
-                let mut count = MaybeUninit::<u64>::uninit();
-                // SAFETY: reads at most 8 bytes into `count`.
-                let n = unsafe { libc::read(fd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            });
-            match read {
-                Ok(Ok(())) => {
-                    // The armed instant has been consumed.
-                    self.armed = None;
-                }
-                Ok(Err(_)) | Err(_) => return,
-            }
+        let mut count = MaybeUninit::<u64>::uninit();
+        // SAFETY: reads at most 8 bytes into `count`.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+        if n == 8 {
+            // A one-shot timer that has been read is not readable until it is armed and
+            // fires again: no second read to see EAGAIN.
+            self.armed = None;
+            guard.clear_ready();
+        } else if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock {
+            guard.clear_ready();
         }
     }
 }

@@ -1,7 +1,10 @@
 //! The load balancer at work, in a namespace lab: a client opens TCP connections and UDP
 //! flows to the VIP, the XDP program on the balancer spreads them over the backends, the
-//! backends answer the client directly. Prints who served what, from the client's and the
-//! program's point of view, then removes the lab.
+//! backends answer the client directly. Two balancers run lbd with VRRP: the master holds
+//! the VIP and forwards; then the master is killed (kill -9), the backup takes over, and the
+//! same traffic flows through it. Prints who served what, from the client's and the
+//! programs' point of view, and the service gap a client probing every 10 ms saw, then
+//! removes the lab.
 //!
 //! Needs root. `cargo xtask demo`, or `cargo run -p lb-tests --bin demo -- --help`.
 
@@ -12,15 +15,17 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use lb_tests::{lab, Lab};
+use lb_tests::{lab, vrrp, Lab};
 use lb_userspace::control::StatsReport;
 
 const USAGE: &str = "\
 usage: demo [--backends N] [--connections N (at most 5000)]
 
-Builds a namespace lab (client, load balancer, N backends, default 3), starts lbd on the
-balancer, sends --connections TCP connections and as many UDP flows (default 300) to the
-VIP 10.99.0.50:80, and prints how they were spread. Needs root.
+Builds a namespace lab (client, two load balancers, N backends, default 3), starts lbd with
+VRRP (100 ms adverts) on both balancers, sends --connections TCP connections and as many UDP
+flows (default 300) to the VIP 10.99.0.50:80 and prints how they were spread; then kills the
+master, measures the failover gap a client probing every 10 ms sees, and sends the same
+traffic through the new master. Needs root.
 
 Environment: LB_BIN_DIR  directory holding lbd (default: <workspace>/target/debug)";
 
@@ -127,13 +132,19 @@ fn clean_up_on_signals() -> Result<()> {
 
 fn run(args: &Args) -> Result<()> {
     let t = Instant::now();
-    let lab = Lab::builder().backends(args.backends).build()?;
+    let lab = Lab::builder()
+        .backends(args.backends)
+        .lb_nodes(2)
+        .floating_vip()
+        .build()?;
+    let (a, b) = (&lab.lb_nodes()[0], &lab.lb_nodes()[1]);
     println!(
-        "lab {} up in {:?}: client {}, balancer {} (VIP {}), backends {}",
+        "lab {} up in {:?}: client {}, balancers {} and {} (VIP {}), backends {}",
         lab.prefix(),
         t.elapsed(),
         lab.client().addr,
-        lab.lb().addr,
+        a.addr,
+        b.addr,
         lab.vip(),
         lab.backends()
             .iter()
@@ -142,18 +153,88 @@ fn run(args: &Args) -> Result<()> {
             .join(", ")
     );
 
-    let config = lab.write_lbd_config("");
-    let mut lbd = lab.start_lbd(&config)?;
-    let status = lbd.status()?;
+    // Both balancers serve the same VIP; VRRP decides which one holds it.
+    let config_a = lab.write_lbd_config_on(0, &vrrp::lbd_vrrp(51, 150, 3, "100ms", ""));
+    let config_b = lab.write_lbd_config_on(1, &vrrp::lbd_vrrp(51, 100, 3, "100ms", ""));
+    let elected = Instant::now();
+    let mut lbd_a = lab.spawn_lbd_on(0, &config_a)?;
+    let lbd_b = lab.spawn_lbd_on(1, &config_b)?;
+    vrrp::wait_lbd_state(lbd_a.socket(), "master", Duration::from_secs(3))?;
+    vrrp::wait_lbd_state(lbd_b.socket(), "backup", Duration::from_secs(1))?;
     println!(
-        "lbd (pid {}) attached to {}/{} in {} mode",
-        lbd.pid(),
-        lab.lb().ns,
-        status.interface,
-        status.xdp_mode
+        "lbd on {} (pid {}, priority 150) is VRRP master {:.0?} after its start: it holds the VIP and has XDP attached; \
+         lbd on {} (pid {}, priority 100) is backup",
+        a.role,
+        lbd_a.pid(),
+        elected.elapsed(),
+        b.role,
+        lbd_b.pid()
     );
 
-    let n = args.connections;
+    let (tcp, udp) = traffic(&lab, args.connections, "through the master")?;
+    print_table(&lab, &count(&tcp), &count(&udp), &lbd_a.stats()?);
+    print_failures("TCP connection", &tcp);
+    print_failures("UDP flow", &udp);
+
+    println!(
+        "\nkill -9 of lbd on {} while the client probes the VIP every 10 ms ...",
+        a.role
+    );
+    let prober = vrrp::Prober::start(
+        &lab.client().ns,
+        lab.vip(),
+        Duration::from_millis(10),
+        Duration::from_millis(50),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    lbd_a.kill()?;
+    let status = vrrp::wait_lbd_state(lbd_b.socket(), "master", Duration::from_secs(2))?;
+    let took = vrrp::last_change(&status, Instant::now()).saturating_duration_since(killed);
+    std::thread::sleep(Duration::from_millis(300));
+    let probes = prober.finish()?;
+    println!(
+        "lbd on {} became master {took:.0?} after the kill (3 advert intervals + Skew_Time after the \
+         master's last advert: 360.9 ms); the client's longest gap: {:.0?} ({} of {} probes unanswered)",
+        b.role,
+        probes.longest_gap(),
+        probes.unanswered(),
+        probes.0.len()
+    );
+    if let Some(t) = status.last_takeover {
+        println!(
+            "  what the new master did after deciding: advert +{} us, XDP attached +{} us (0: already, \
+             attached early when the master fell silent), VIP added +{} us, first gratuitous ARP +{} us",
+            t.advert_us, t.xdp_attached_us, t.addresses_us, t.announced_us
+        );
+    }
+
+    let (tcp2, udp2) = traffic(&lab, args.connections, "through the new master")?;
+    print_table(&lab, &count(&tcp2), &count(&udp2), &lbd_b.stats()?);
+    print_failures("TCP connection", &tcp2);
+    print_failures("UDP flow", &udp2);
+
+    drop(lbd_b);
+    drop(lbd_a);
+    println!("\nlbd stopped; removing the lab");
+    drop(lab);
+    let failed = tcp
+        .iter()
+        .chain(&udp)
+        .chain(&tcp2)
+        .chain(&udp2)
+        .filter(|r| r.is_err())
+        .count();
+    if failed > 0 {
+        bail!("{failed} connections or flows failed");
+    }
+    Ok(())
+}
+
+type Results = Vec<Result<String>>;
+
+/// `n` TCP connections and `n` UDP flows to the VIP.
+fn traffic(lab: &Lab, n: usize, what: &str) -> Result<(Results, Results)> {
     let t = Instant::now();
     let tcp = lab.tcp_requests(lab.vip(), n, REQUESTS_PER_RUN, TIMEOUT);
     let tcp_time = t.elapsed();
@@ -161,24 +242,10 @@ fn run(args: &Args) -> Result<()> {
     let udp = lab.udp_requests(lab.vip(), n, REQUESTS_PER_RUN, TIMEOUT);
     let udp_time = t.elapsed();
     println!(
-        "{n} TCP connections ({REQUESTS_PER_RUN} requests each) in {tcp_time:.2?}, \
-         {n} UDP flows ({REQUESTS_PER_RUN} datagrams each) in {udp_time:.2?}\n"
+        "\n{n} TCP connections ({REQUESTS_PER_RUN} requests each) in {tcp_time:.2?}, \
+         {n} UDP flows ({REQUESTS_PER_RUN} datagrams each) in {udp_time:.2?}, {what}:\n"
     );
-
-    let stats = lbd.stats()?;
-    print_table(&lab, &count(&tcp), &count(&udp), &stats);
-    print_failures("TCP connection", &tcp);
-    print_failures("UDP flow", &udp);
-
-    let exit = lbd.stop()?;
-    println!("\nlbd stopped ({exit}); removing the lab");
-    drop(lbd);
-    drop(lab);
-    let failed = tcp.iter().chain(&udp).filter(|r| r.is_err()).count();
-    if failed > 0 {
-        bail!("{failed} connections or flows failed");
-    }
-    Ok(())
+    Ok((tcp, udp))
 }
 
 fn count(results: &[Result<String>]) -> BTreeMap<String, usize> {
