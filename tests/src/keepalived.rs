@@ -65,6 +65,18 @@ impl Instance {
 
 /// keepalived.conf for one instance named `name` on `eth0`.
 pub fn config(router_id: &str, name: &str, i: &Instance, notify: &Path) -> String {
+    config_with(router_id, name, i, notify, "")
+}
+
+/// [`config`] with `extra` lines (keepalived keywords, e.g. `old_unicast_checksum`) in the
+/// `vrrp_instance` block.
+pub fn config_with(
+    router_id: &str,
+    name: &str,
+    i: &Instance,
+    notify: &Path,
+    extra: &str,
+) -> String {
     let mut s = format!(
         "global_defs {{\n    router_id {router_id}\n    script_user root\n}}\n\
          vrrp_instance {name} {{\n    state {}\n    interface eth0\n    virtual_router_id {}\n    \
@@ -77,6 +89,9 @@ pub fn config(router_id: &str, name: &str, i: &Instance, notify: &Path) -> Strin
     );
     if !i.preempt {
         s.push_str("    nopreempt\n");
+    }
+    for line in extra.lines() {
+        let _ = writeln!(s, "    {}", line.trim());
     }
     if let Some(p) = &i.auth_pass {
         let _ = writeln!(
@@ -118,6 +133,16 @@ impl<'lab> Keepalived<'lab> {
     /// VRRP child runs. Files are named after the node's role and a start counter, so a
     /// restart keeps the previous run's log.
     pub fn start(lab: &'lab Lab, node: usize, instance: &Instance) -> Result<Keepalived<'lab>> {
+        Keepalived::start_with(lab, node, instance, "")
+    }
+
+    /// [`start`](Keepalived::start) with `extra` keepalived keywords in the instance block.
+    pub fn start_with(
+        lab: &'lab Lab,
+        node: usize,
+        instance: &Instance,
+        extra: &str,
+    ) -> Result<Keepalived<'lab>> {
         let n = &lab.lb_nodes()[node];
         let dir = lab.dir();
         let mut run = 0;
@@ -139,7 +164,7 @@ impl<'lab> Keepalived<'lab> {
         // A name unique to this lab: keepalived writes it in logs and scripts get it.
         let name = format!("{}_{}", lab.prefix(), n.role);
         let conf = dir.join(format!("{base}.conf"));
-        fs::write(&conf, config(&n.role, &name, instance, &notify))?;
+        fs::write(&conf, config_with(&n.role, &name, instance, &notify, extra))?;
         let pid = dir.join(format!("{base}.pid"));
         let vrrp_pid = dir.join(format!("{base}-vrrp.pid"));
         let log = dir.join(format!("{base}.log"));

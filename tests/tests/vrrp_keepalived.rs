@@ -35,6 +35,18 @@ struct Scenario {
     /// Only keepalived master → lbd backup → lbd takes over (the v2 unicast case, to keep
     /// the suite short at whole-second intervals).
     short: bool,
+    /// keepalived sends VRRPv3 unicast with `old_unicast_checksum` (224.0.0.18 in the
+    /// pseudo-header); lbd must accept it and answer in the same form.
+    old_checksum: bool,
+}
+
+/// keepalived keywords for the scenario.
+fn ka_extra(s: &Scenario) -> &'static str {
+    if s.old_checksum {
+        "old_unicast_checksum"
+    } else {
+        ""
+    }
 }
 
 fn ka_instance(lab: &Lab, s: &Scenario, priority: u8, start_master: bool) -> Instance {
@@ -119,7 +131,8 @@ fn run(name: &str, s: Scenario) {
     let ka_addr = IpAddr::V4(lab.lb_nodes()[0].addr);
 
     // keepalived master (150), lbd backup (100).
-    let mut ka = Keepalived::start(&lab, 0, &ka_instance(&lab, &s, 150, true)).unwrap();
+    let mut ka =
+        Keepalived::start_with(&lab, 0, &ka_instance(&lab, &s, 150, true), ka_extra(&s)).unwrap();
     ka.wait_state("MASTER", master_down(&s, 150) + SLACK * 4)
         .unwrap();
     let cfg_100 = lbd_config(&lab, &s, 100);
@@ -148,12 +161,20 @@ fn run(name: &str, s: Scenario) {
         .iter()
         .find(|p| p.address == ka_addr)
         .expect("keepalived heard");
-    let checksum = if s.version == 2 {
-        "message"
-    } else {
-        "pseudo_header"
+    let checksum = match (s.version, s.old_checksum) {
+        (2, _) => "message",
+        (_, true) => "old_unicast",
+        _ => "pseudo_header",
     };
     assert_eq!(peer.checksum, checksum, "{st:#?}");
+    if s.old_checksum {
+        assert!(
+            lbd.log()
+                .contains("following the peer's VRRPv3 unicast checksum convention"),
+            "lbd did not switch to keepalived's checksum form:\n{}",
+            lbd.log()
+        );
+    }
     assert!(holds_vip(&lab, 0).unwrap() && !holds_vip(&lab, 1).unwrap());
 
     // keepalived stops (priority 0): lbd takes over after Skew_Time, within one interval.
@@ -172,7 +193,8 @@ fn run(name: &str, s: Scenario) {
 
     if !s.short {
         // keepalived comes back at a higher priority and preempts; lbd yields.
-        let ka2 = Keepalived::start(&lab, 0, &ka_instance(&lab, &s, 150, false)).unwrap();
+        let ka2 = Keepalived::start_with(&lab, 0, &ka_instance(&lab, &s, 150, false), ka_extra(&s))
+            .unwrap();
         ka2.wait_state("MASTER", master_down(&s, 150) + SLACK * 4)
             .unwrap();
         let st = wait_lbd_state(lbd.socket(), "backup", s.interval + SLACK).unwrap();
@@ -191,7 +213,8 @@ fn run(name: &str, s: Scenario) {
         wait_lbd_state(lbd.socket(), "master", s.interval + SLACK).unwrap();
 
         // Roles reversed: lbd master (100), keepalived backup at 50 stays backup...
-        let ka3 = Keepalived::start(&lab, 0, &ka_instance(&lab, &s, 50, false)).unwrap();
+        let ka3 = Keepalived::start_with(&lab, 0, &ka_instance(&lab, &s, 50, false), ka_extra(&s))
+            .unwrap();
         ka3.wait_state("BACKUP", Duration::from_secs(2)).unwrap();
         std::thread::sleep(master_down(&s, 50) + s.interval);
         keepalived::expect_state(&ka3, "BACKUP").unwrap();
@@ -250,6 +273,7 @@ fn vrrp_interop_v3_multicast() {
             auth_pass: None,
             unicast: false,
             short: false,
+            old_checksum: false,
         },
     );
 }
@@ -264,6 +288,7 @@ fn vrrp_interop_v3_unicast() {
             auth_pass: None,
             unicast: true,
             short: false,
+            old_checksum: false,
         },
     );
 }
@@ -278,6 +303,7 @@ fn vrrp_interop_v2_pass_multicast() {
             auth_pass: Some("lbtest42"),
             unicast: false,
             short: false,
+            old_checksum: false,
         },
     );
 }
@@ -292,6 +318,22 @@ fn vrrp_interop_v2_pass_unicast() {
             auth_pass: Some("lbtest42"),
             unicast: true,
             short: true,
+            old_checksum: false,
+        },
+    );
+}
+
+#[test]
+fn vrrp_interop_v3_unicast_old_checksum() {
+    run(
+        "vrrp_interop_v3_unicast_old_checksum",
+        Scenario {
+            version: 3,
+            interval: Duration::from_millis(100),
+            auth_pass: None,
+            unicast: true,
+            short: false,
+            old_checksum: true,
         },
     );
 }

@@ -231,7 +231,13 @@ fn vrrp_nopreempt_keeps_the_running_master() {
         .floating_vip()
         .build()
         .expect("lab setup");
-    let cfg_a = lab.write_lbd_config_on(0, &lbd_vrrp(52, 150, 3, "100ms", "preempt = false"));
+    // keepalived's notify arguments appended: INSTANCE, name, state, priority.
+    let notified = lab.dir().join("notify-a.log");
+    let notify = format!(
+        "preempt = false\nnotify = ['/bin/sh', '-c', 'echo \"$@\" >> {}', 'notify']",
+        notified.display()
+    );
+    let cfg_a = lab.write_lbd_config_on(0, &lbd_vrrp(52, 150, 3, "100ms", &notify));
     let cfg_b = lab.write_lbd_config_on(1, &lbd_vrrp(52, 100, 3, "100ms", "preempt = false"));
     let mut b = lab.spawn_lbd_on(1, &cfg_b).expect("lbd B starts");
     wait_lbd_state(b.socket(), "master", Duration::from_secs(3)).unwrap();
@@ -248,4 +254,25 @@ fn vrrp_nopreempt_keeps_the_running_master() {
     wait_lbd_state(a.socket(), "master", INTERVAL + SLACK).unwrap();
     b.stop().unwrap();
     traffic_through(&lab, &a, 0, None);
+    let mut a = a;
+    a.stop().unwrap();
+    // The hook runs without being waited for; give the last one a moment.
+    lb_tests::vrrp::wait_until("the STOP notification", Duration::from_secs(2), || {
+        std::fs::read_to_string(&notified).is_ok_and(|t| t.contains("STOP"))
+    })
+    .unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(&notified)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "INSTANCE vi BACKUP 150",
+            "INSTANCE vi MASTER 150",
+            "INSTANCE vi STOP 150"
+        ],
+        "notify hook calls"
+    );
 }
