@@ -218,6 +218,20 @@ fn vrrp_two_lbd_nodes_elect_fail_over_and_preempt() {
         "a stopped master keeps the VIP"
     );
     traffic_through(&lab, &b, 1, None);
+
+    // The instances are fixed while lbd runs: a reload that changes one is refused whole.
+    let changed = std::fs::read_to_string(&cfg_b)
+        .unwrap()
+        .replace("priority = 100", "priority = 120");
+    std::fs::write(&cfg_b, changed).unwrap();
+    let (code, text) = lb_tests::agent::lbctl(b.socket(), &["reload"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("[[vrrp]] instances cannot change while lbd runs"),
+        "{text}"
+    );
+    let sb = lb_tests::vrrp::require_instance(b.socket()).unwrap();
+    assert_eq!((sb.state.as_str(), sb.priority), ("master", 100));
 }
 
 #[test]
