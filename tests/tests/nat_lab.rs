@@ -203,3 +203,53 @@ fn reason_packets(stats: &StatsReport, reason: &str) -> u64 {
         .map(|r| r.packets)
         .sum()
 }
+
+/// Path MTU discovery through NAT: the balancer's backend-side link has a smaller MTU than the
+/// client's, so the client's full-size segments (DF set) do not fit. The program answers
+/// them with ICMP fragmentation-needed quoting the packet as the client sent it, the client
+/// lowers its path MTU, and a 1 MiB upload completes.
+#[test]
+fn a_smaller_mtu_behind_the_balancer_still_completes_a_large_transfer() {
+    if !require_root(module_path!()) {
+        return;
+    }
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let lab = Lab::builder().nat().backends(1).build().expect("lab setup");
+    let config = lab.write_lbd_config("");
+    let lbd = lab.start_lbd(&config).expect("lbd starts and attaches");
+    netns::ip(&lab.lb().ns, &["link", "set", "eth1", "mtu", "1280"]).unwrap();
+    let before = lbd.stats().unwrap();
+    let vip = lab.vip();
+    let (lines, answered) = netns::run_in(&lab.client().ns, || {
+        let socket = lb_tests::client::tcp_connect(vip, 0, Duration::from_secs(5))?;
+        socket.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut conn = BufReader::new(socket);
+        let line = format!("{}\n", "x".repeat(4095));
+        let mut answered = 0;
+        for _ in 0..256 {
+            conn.get_mut().write_all(line.as_bytes())?;
+            let mut answer = String::new();
+            conn.read_line(&mut answer)?;
+            if !answer.trim().is_empty() {
+                answered += 1;
+            }
+        }
+        Ok((256, answered))
+    })
+    .expect("the 1 MiB upload through a 1280-byte link completes");
+    assert_eq!(
+        answered, lines,
+        "every 4 KiB line of the upload was answered"
+    );
+    let after = lbd.stats().unwrap();
+    let too_big = |s: &StatsReport| {
+        s.reasons
+            .iter()
+            .find(|r| r.reason == "sent_icmp_too_big")
+            .map_or(0, |r| r.packets)
+    };
+    assert!(
+        too_big(&after) > too_big(&before),
+        "the program told the client about the smaller MTU"
+    );
+}
