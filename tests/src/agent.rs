@@ -39,6 +39,26 @@ pub fn lbd_binary() -> PathBuf {
     path
 }
 
+/// Packets the program counted for the VIPs of `protocol` ("tcp" or "udp").
+pub fn vip_packets(stats: &StatsReport, protocol: &str) -> u64 {
+    stats
+        .vips
+        .iter()
+        .filter(|v| v.protocol == protocol)
+        .map(|v| v.packets)
+        .sum()
+}
+
+/// Packets the program counted under `reason` (a `Reason` name such as "forwarded_dr").
+pub fn reason_packets(stats: &StatsReport, reason: &str) -> u64 {
+    stats
+        .reasons
+        .iter()
+        .filter(|r| r.reason == reason)
+        .map(|r| r.packets)
+        .sum()
+}
+
 /// Runs `lbctl --socket SOCKET ARGS`; returns its exit code and stdout followed by stderr.
 pub fn lbctl(socket: &Path, args: &[&str]) -> (i32, String) {
     let out = std::process::Command::new(bin_dir().join("lbctl"))

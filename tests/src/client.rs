@@ -224,6 +224,27 @@ fn fail_all(n: usize, e: &anyhow::Error) -> Vec<Result<String>> {
     (0..n).map(|_| Err(anyhow!("{e:#}"))).collect()
 }
 
+/// How many connections or flows each backend answered; panics naming every failure.
+pub fn shares(what: &str, results: &[Result<String>]) -> std::collections::BTreeMap<String, usize> {
+    let failed: Vec<_> = results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.as_ref().err().map(|e| format!("#{i}: {e:#}")))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} {what} failed:\n{}",
+        failed.len(),
+        results.len(),
+        failed.join("\n")
+    );
+    let mut share = std::collections::BTreeMap::new();
+    for name in results.iter().flatten() {
+        *share.entry(name.clone()).or_default() += 1;
+    }
+    share
+}
+
 /// A connection held open across a test, and the backend that answered it first.
 pub type LongLived = (BufReader<TcpStream>, String);
 

@@ -5,13 +5,16 @@
 //! `cargo test -p lb-tests --test dr_lab -- --nocapture`.
 
 use std::{
-    collections::BTreeMap,
     net::SocketAddr,
     process::ExitStatus,
     time::{Duration, Instant},
 };
 
-use lb_tests::{lab, require_root, Lab, SourcePorts};
+use lb_tests::{
+    agent::{reason_packets, vip_packets},
+    client::shares,
+    lab, require_root, Lab, SourcePorts,
+};
 use lb_userspace::control::StatsReport;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -279,43 +282,4 @@ fn a_lab_whose_setup_fails_removes_what_it_made() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
     assert!(!std::env::temp_dir().join(prefix).exists());
-}
-
-/// How many connections or flows each backend answered; panics on any failure.
-fn shares(what: &str, results: &[anyhow::Result<String>]) -> BTreeMap<String, usize> {
-    let failed: Vec<_> = results
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| r.as_ref().err().map(|e| format!("#{i}: {e:#}")))
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} {what} failed:\n{}",
-        failed.len(),
-        results.len(),
-        failed.join("\n")
-    );
-    let mut share = BTreeMap::new();
-    for name in results.iter().flatten() {
-        *share.entry(name.clone()).or_default() += 1;
-    }
-    share
-}
-
-fn vip_packets(stats: &StatsReport, protocol: &str) -> u64 {
-    stats
-        .vips
-        .iter()
-        .filter(|v| v.protocol == protocol)
-        .map(|v| v.packets)
-        .sum()
-}
-
-fn reason_packets(stats: &StatsReport, reason: &str) -> u64 {
-    stats
-        .reasons
-        .iter()
-        .filter(|r| r.reason == reason)
-        .map(|r| r.packets)
-        .sum()
 }

@@ -6,10 +6,9 @@
 //! Needs root; run with `cargo xtask test` or
 //! `cargo test -p lb-tests --test ipv6_lab -- --nocapture`.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
-use lb_tests::{lab, require_root, Lab};
-use lb_userspace::control::StatsReport;
+use lb_tests::{agent::reason_packets, client::shares, lab, require_root, Lab};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 const RUNS: usize = 60;
@@ -73,33 +72,4 @@ fn ipv6_dr_balances_real_tcp_connections_and_udp_flows() {
         "IPv4 TCP connections",
         &lab.tcp_requests(lab.vip(), 10, 1, TIMEOUT),
     );
-}
-
-fn shares(what: &str, results: &[anyhow::Result<String>]) -> BTreeMap<String, usize> {
-    let failed: Vec<_> = results
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| r.as_ref().err().map(|e| format!("#{i}: {e:#}")))
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} {what} failed:\n{}",
-        failed.len(),
-        results.len(),
-        failed.join("\n")
-    );
-    let mut share = BTreeMap::new();
-    for name in results.iter().flatten() {
-        *share.entry(name.clone()).or_default() += 1;
-    }
-    share
-}
-
-fn reason_packets(stats: &StatsReport, reason: &str) -> u64 {
-    stats
-        .reasons
-        .iter()
-        .filter(|r| r.reason == reason)
-        .map(|r| r.packets)
-        .sum()
 }

@@ -9,10 +9,13 @@
 //! Needs root; run with `cargo xtask test` or
 //! `cargo test -p lb-tests --test nat_lab -- --nocapture`.
 
-use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
-use lb_tests::{agent::lbctl, lab, netns, require_root, Lab, LbdGuard};
-use lb_userspace::control::StatsReport;
+use lb_tests::{
+    agent::{lbctl, reason_packets},
+    client::shares,
+    lab, netns, require_root, Lab, LbdGuard,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 const RUNS: usize = 60;
@@ -175,35 +178,6 @@ fn exchange(lab: &Lab, lbd: &LbdGuard<'_>, vip: SocketAddr) {
     }
 }
 
-fn shares(what: &str, results: &[anyhow::Result<String>]) -> BTreeMap<String, usize> {
-    let failed: Vec<_> = results
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| r.as_ref().err().map(|e| format!("#{i}: {e:#}")))
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} {what} failed:\n{}",
-        failed.len(),
-        results.len(),
-        failed.join("\n")
-    );
-    let mut share = BTreeMap::new();
-    for name in results.iter().flatten() {
-        *share.entry(name.clone()).or_default() += 1;
-    }
-    share
-}
-
-fn reason_packets(stats: &StatsReport, reason: &str) -> u64 {
-    stats
-        .reasons
-        .iter()
-        .filter(|r| r.reason == reason)
-        .map(|r| r.packets)
-        .sum()
-}
-
 /// Path MTU discovery through NAT: the balancer's backend-side link has a smaller MTU than the
 /// client's, so the client's full-size segments (DF set) do not fit. The program answers
 /// them with ICMP fragmentation-needed quoting the packet as the client sent it, the client
@@ -242,14 +216,8 @@ fn a_smaller_mtu_behind_the_balancer_still_completes_a_large_transfer() {
         "every 4 KiB line of the upload was answered"
     );
     let after = lbd.stats().unwrap();
-    let too_big = |s: &StatsReport| {
-        s.reasons
-            .iter()
-            .find(|r| r.reason == "sent_icmp_too_big")
-            .map_or(0, |r| r.packets)
-    };
     assert!(
-        too_big(&after) > too_big(&before),
+        reason_packets(&after, "sent_icmp_too_big") > reason_packets(&before, "sent_icmp_too_big"),
         "the program told the client about the smaller MTU"
     );
 }
