@@ -386,36 +386,15 @@ impl Dataplane {
     /// Runs the program once on `frame` with `BPF_PROG_TEST_RUN` (ingress interface:
     /// loopback). Returns the raw verdict and the frame as the program left it.
     pub fn test_run(&mut self, frame: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
-        // Room for a program that grows the frame (encapsulation) without ENOSPC.
-        let mut out = vec![0u8; frame.len() + 256];
-        let result = program(&mut self.ebpf)?
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat: 1,
-                ..Default::default()
-            })
-            .context("BPF_PROG_TEST_RUN")?;
-        out.truncate(result.data_size_out as usize);
-        Ok((result.return_value, out))
+        self.run(frame, None, 1)
+            .map(|(verdict, out, _)| (verdict, out))
     }
 
     /// Like [`Dataplane::test_run`], as if `frame` arrived on interface `ifindex` of the
     /// calling thread's network namespace (queue 0).
     pub fn test_run_on(&mut self, ifindex: u32, frame: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
-        let mut out = vec![0u8; frame.len() + 256];
-        let ctx = xdp_md(ifindex, frame.len());
-        let result = program(&mut self.ebpf)?
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                repeat: 1,
-                ..Default::default()
-            })
-            .with_context(|| format!("BPF_PROG_TEST_RUN on ifindex {ifindex}"))?;
-        out.truncate(result.data_size_out as usize);
-        Ok((result.return_value, out))
+        self.run(frame, Some(ifindex), 1)
+            .map(|(verdict, out, _)| (verdict, out))
     }
 
     /// Like [`Dataplane::time_run`], arriving on `ifindex` (see [`Dataplane::test_run_on`]).
@@ -425,33 +404,42 @@ impl Dataplane {
         frame: &[u8],
         repeat: u32,
     ) -> anyhow::Result<std::time::Duration> {
-        let mut out = vec![0u8; frame.len() + 256];
-        let ctx = xdp_md(ifindex, frame.len());
-        let result = program(&mut self.ebpf)?
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                repeat,
-                ..Default::default()
-            })
-            .context("BPF_PROG_TEST_RUN")?;
-        Ok(result.duration)
+        self.run(frame, Some(ifindex), repeat)
+            .map(|(_, _, duration)| duration)
     }
 
     /// Runs the program `repeat` times on `frame` in the kernel and returns the mean
     /// duration per run, as the kernel measured it.
     pub fn time_run(&mut self, frame: &[u8], repeat: u32) -> anyhow::Result<std::time::Duration> {
+        self.run(frame, None, repeat)
+            .map(|(_, _, duration)| duration)
+    }
+
+    /// One `BPF_PROG_TEST_RUN`: the verdict, the frame as the program left it, and the mean
+    /// duration per run. Without `ifindex` the kernel uses loopback as the ingress.
+    fn run(
+        &mut self,
+        frame: &[u8],
+        ifindex: Option<u32>,
+        repeat: u32,
+    ) -> anyhow::Result<(u32, Vec<u8>, std::time::Duration)> {
+        // Room for a program that grows the frame (encapsulation) without ENOSPC.
         let mut out = vec![0u8; frame.len() + 256];
+        let ctx = ifindex.map(|i| xdp_md(i, frame.len()));
         let result = program(&mut self.ebpf)?
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut out),
+                ctx_in: ctx.as_deref(),
                 repeat,
                 ..Default::default()
             })
-            .context("BPF_PROG_TEST_RUN")?;
-        Ok(result.duration)
+            .with_context(|| match ifindex {
+                Some(i) => format!("BPF_PROG_TEST_RUN on ifindex {i}"),
+                None => "BPF_PROG_TEST_RUN".to_owned(),
+            })?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value, out, result.duration))
     }
 }
 
