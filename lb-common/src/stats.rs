@@ -88,7 +88,7 @@ reasons! {
     PassNotTcpUdp = 7, "pass_not_tcp_udp", Pass, "IP protocol other than TCP, UDP or ICMP (including IPsec AH/ESP)";
     PassNotVip = 8, "pass_not_vip", Pass, "destination (address, port, protocol) is not a VIP, nor is it a reply of a NAT connection";
     PassUnknownIface = 9, "pass_unknown_iface", Pass, "arrived on an interface the agent did not configure";
-    DropNoBackend = 10, "drop_no_backend", Drop, "the VIP has no usable backend (of the packet's address family)";
+    DropNoBackend = 10, "drop_no_backend", Drop, "the VIP has no usable backend (of the packet's address family) and its all_down policy is \"drop\"";
     DropMacUnresolved = 11, "drop_mac_unresolved", Drop, "the chosen backend's MAC is not resolved yet";
     ForwardedNat = 12, "forwarded_nat", Tx, "NAT: translated to the backend, sent out of the interface it came in on";
     RedirectedNat = 13, "redirected_nat", Redirect, "NAT: translated to the backend, sent out of another interface";
@@ -107,6 +107,7 @@ reasons! {
     DropFibUnreachable = 26, "drop_fib_unreachable", Drop, "NAT: the route is a blackhole, unreachable or prohibit route";
     PassNoTxPort = 27, "pass_no_tx_port", Pass, "NAT: the egress interface is not in TX_PORTS; the translated packet goes to the kernel";
     SentIcmpTooBig = 28, "sent_icmp_too_big", Tx, "NAT: larger than the egress MTU and not to be fragmented: answered with ICMP fragmentation needed / packet too big, so the sender's path MTU discovery works";
+    PassNoBackend = 29, "pass_no_backend", Pass, "the VIP has no usable backend and its all_down policy is \"pass\": left to the kernel";
 }
 
 #[cfg(test)]

@@ -33,6 +33,12 @@ pub const MODE_NAT: u32 = 1;
 /// `persistence_timeout`).
 pub const VIP_F_SOURCE_AFFINITY: u32 = 1 << 0;
 
+/// `VipInfo::flags`: when the VIP has no usable backend (all down, drained or weight 0),
+/// its packets go to the kernel (`pass_no_backend`) instead of being dropped
+/// (`drop_no_backend`): a local service, or the kernel's own answer (RST, ICMP), serves
+/// them.
+pub const VIP_F_ALL_DOWN_PASS: u32 = 1 << 1;
+
 /// Value of `VIPS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -43,7 +49,7 @@ pub struct VipInfo {
     pub mode: u32,
     /// First slot of this VIP's table in `BACKEND_TABLE`.
     pub table_offset: u32,
-    /// Number of slots; 0 means "no table yet" (packets are dropped as no-backend).
+    /// Number of slots; 0 means "no table yet" (packets have no backend).
     pub table_size: u32,
     /// `VIP_F_*` bits.
     pub flags: u32,

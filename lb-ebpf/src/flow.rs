@@ -4,7 +4,8 @@ use aya_ebpf::helpers::bpf_ktime_get_ns;
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT, NO_BACKEND},
     flow::{FlowEntry, FlowKey},
-    vip::{VipInfo, VIP_F_SOURCE_AFFINITY},
+    stats::Reason,
+    vip::{VipInfo, VIP_F_ALL_DOWN_PASS, VIP_F_SOURCE_AFFINITY},
 };
 
 use crate::{
@@ -21,6 +22,16 @@ fn key_of(flow: &FlowKey, vip: &VipInfo) -> FlowKey {
         key.sport_be = 0;
     }
     key
+}
+
+/// What happens to a packet of `vip` when it has no usable backend: its `all_down` policy.
+#[inline(always)]
+pub fn no_backend(vip: &VipInfo) -> Reason {
+    if vip.flags & VIP_F_ALL_DOWN_PASS != 0 {
+        Reason::PassNoBackend
+    } else {
+        Reason::DropNoBackend
+    }
 }
 
 /// The hash seed and the idle timeout of `proto`'s flows.

@@ -81,10 +81,10 @@ fn direct_return(ctx: &XdpContext, pkt: &Parsed, vip: &VipInfo, bytes: u64) -> R
     stats::count_vip(vip.id, bytes);
 
     let Some(backend_id) = flow::backend_for(pkt, vip) else {
-        return Reason::DropNoBackend;
+        return flow::no_backend(vip);
     };
     let Some(backend) = flow::backend(backend_id) else {
-        return Reason::DropNoBackend;
+        return flow::no_backend(vip);
     };
     if backend.flags & BACKEND_F_MAC_VALID == 0 {
         return Reason::DropMacUnresolved;

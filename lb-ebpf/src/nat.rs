@@ -149,16 +149,16 @@ pub fn forward(
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     stats::count_vip(vip.id, bytes);
     let Some(backend_id) = flow::backend_for(pkt, vip) else {
-        return Ok(Reason::DropNoBackend);
+        return Ok(flow::no_backend(vip));
     };
     let Some(backend) = flow::backend(backend_id) else {
-        return Ok(Reason::DropNoBackend);
+        return Ok(flow::no_backend(vip));
     };
     if let Err(reason) = routable(ctx, pkt) {
         return Ok(reason);
     }
     if !same_family(&backend.addr, pkt.v6) {
-        return Ok(Reason::DropNoBackend);
+        return Ok(flow::no_backend(vip));
     }
     let route = fib::lookup(
         ctx,

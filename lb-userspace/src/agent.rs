@@ -16,13 +16,15 @@ use lb_common::{
     addr,
     backend::{Backend, BACKEND_F_MAC_VALID, BACKEND_F_PRESENT, MAX_BACKENDS, NO_BACKEND},
     settings::Settings,
-    vip::{VipInfo, VipKey, MAX_VIPS, MODE_DR, MODE_NAT, VIP_F_SOURCE_AFFINITY},
+    vip::{
+        VipInfo, VipKey, MAX_VIPS, MODE_DR, MODE_NAT, VIP_F_ALL_DOWN_PASS, VIP_F_SOURCE_AFFINITY,
+    },
 };
 use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::{
-    config::{self, AgentConfig, Config, ForwardingMode, Protocol, VipConfig},
+    config::{self, AgentConfig, AllDown, Config, ForwardingMode, Protocol, VipConfig},
     control::{
         BackendStats, Command, ReasonStats, Response, StatsReport, StatusReport, VerdictStats,
         VipStats,
@@ -336,6 +338,9 @@ impl Agent {
                     VIP_F_SOURCE_AFFINITY
                 } else {
                     0
+                } | match cfg.all_down {
+                    AllDown::Drop => 0,
+                    AllDown::Pass => VIP_F_ALL_DOWN_PASS,
                 },
             };
             let key = VipKey {
@@ -453,14 +458,30 @@ impl Agent {
             self.states.insert(id, t.to);
         }
         let written = self.sync_vip(&v, self.config.agent.hash_seed)?;
-        if v.backend_ids
-            .iter()
-            .all(|&b| self.state_of(b) != HealthState::Up)
-        {
-            warn!(vip = %v.config.name, "no backend of this VIP is up: its packets are dropped");
+        if self.vips_without_backend().contains(&v.config.name) {
+            warn!(vip = %v.config.name, all_down = %v.config.all_down,
+                  "no backend of this VIP is usable: its packets follow its all_down policy");
         }
         tracing::debug!(slots = written, "table updated after a health change");
         Ok(())
+    }
+
+    /// Names of the VIPs that have no usable backend (none up with a weight above 0): what
+    /// their `all_down` policy applies to, and what VRRP tracking follows.
+    pub fn vips_without_backend(&self) -> HashSet<String> {
+        self.vips
+            .iter()
+            .filter(|v| {
+                !v.config
+                    .backends
+                    .iter()
+                    .zip(&v.backend_ids)
+                    .any(|(b, &id)| {
+                        self.state_of(id) == HealthState::Up && b.effective_weight() > 0
+                    })
+            })
+            .map(|v| v.config.name.clone())
+            .collect()
     }
 
     /// The backend id for `address` in VIP `vip` (name or ADDRESS:PORT/PROTOCOL), and

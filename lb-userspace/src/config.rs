@@ -112,6 +112,28 @@ impl fmt::Display for ForwardingMode {
     }
 }
 
+/// What a VIP's packets get while it has no usable backend (every backend down, drained
+/// or of weight 0).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AllDown {
+    /// Dropped (`drop_no_backend`): clients time out and retry, as with no listener.
+    #[default]
+    Drop,
+    /// Passed to the kernel (`pass_no_backend`): a local service on the VIP answers, or
+    /// the kernel resets the connection, so clients fail fast.
+    Pass,
+}
+
+impl fmt::Display for AllDown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AllDown::Drop => "drop",
+            AllDown::Pass => "pass",
+        })
+    }
+}
+
 /// The validated configuration. Serializes back to the TOML it was read from (`lbctl
 /// config save`), so `parse(&to_toml(c)) == c`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -153,6 +175,8 @@ pub struct VipConfig {
     pub mode: ForwardingMode,
     pub table_size: u32,
     pub source_affinity: bool,
+    #[serde(default)]
+    pub all_down: AllDown,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckConfig>,
     #[serde(rename = "backend")]
@@ -236,6 +260,8 @@ struct RawVip {
     table_size: Option<Spanned<u32>>,
     #[serde(default)]
     source_affinity: bool,
+    #[serde(default)]
+    all_down: AllDown,
     #[serde(default)]
     health_check: Option<HealthCheckConfig>,
     #[serde(default, rename = "backend")]
@@ -576,6 +602,7 @@ impl Validator<'_> {
                 mode: v.mode,
                 table_size,
                 source_affinity: v.source_affinity,
+                all_down: v.all_down,
                 health_check: v.health_check,
                 backends,
             });
@@ -593,7 +620,8 @@ impl Validator<'_> {
             self.error(agent_span, "agent.table_capacity", format!("the VIPs' tables need {total_slots} slots but table_capacity is {table_capacity}; raise it or lower table_size"));
         }
 
-        let vrrp = self.vrrp(raw.vrrp, &agent);
+        let vip_names: Vec<&str> = vips.iter().map(|v| v.name.as_str()).collect();
+        let vrrp = self.vrrp(raw.vrrp, &agent, &vip_names);
 
         if self.diagnostics.is_empty() {
             Ok(Config { agent, vips, vrrp })

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    self, BackendConfig, Config, ForwardingMode, Protocol, VipConfig, DEFAULT_TABLE_SIZE,
+    self, AllDown, BackendConfig, Config, ForwardingMode, Protocol, VipConfig, DEFAULT_TABLE_SIZE,
 };
 
 /// A new VIP as `lbctl vip add` describes it.
@@ -26,6 +26,8 @@ pub struct VipSpec {
     pub table_size: Option<u32>,
     #[serde(default)]
     pub source_affinity: bool,
+    #[serde(default)]
+    pub all_down: AllDown,
 }
 
 /// One runtime change.
@@ -84,6 +86,7 @@ pub fn apply(config: &Config, edit: &Edit) -> Result<Config, String> {
                 mode: spec.mode,
                 table_size: spec.table_size.unwrap_or(DEFAULT_TABLE_SIZE),
                 source_affinity: spec.source_affinity,
+                all_down: spec.all_down,
                 health_check: None,
                 backends: Vec::new(),
             });
@@ -264,6 +267,7 @@ mod tests {
             mode: ForwardingMode::Dr,
             table_size: Some(13),
             source_affinity: false,
+            all_down: AllDown::Drop,
         };
         let c = apply(&c, &Edit::VipAdd(spec)).unwrap();
         assert_eq!(
@@ -280,6 +284,7 @@ mod tests {
             mode: ForwardingMode::Nat,
             table_size: Some(13),
             source_affinity: false,
+            all_down: AllDown::Drop,
         };
         let c = apply(&c, &Edit::VipAdd(nat)).unwrap();
         let c = apply(
@@ -307,6 +312,7 @@ mod tests {
             mode: ForwardingMode::Dr,
             table_size,
             source_affinity: false,
+            all_down: AllDown::Drop,
         };
         let cases: Vec<(Edit, &str)> = vec![
             (Edit::VipAdd(spec(80, None)), "VIP web (10.0.0.1:80/tcp) already exists"),

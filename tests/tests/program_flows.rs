@@ -4,8 +4,8 @@
 
 use lb_common::{
     settings::Settings,
-    stats::Verdict,
-    vip::{VipInfo, MODE_DR, VIP_F_SOURCE_AFFINITY},
+    stats::{Reason, Verdict},
+    vip::{VipInfo, MODE_DR, VIP_F_ALL_DOWN_PASS, VIP_F_SOURCE_AFFINITY},
 };
 use lb_tests::{
     frames,
@@ -187,4 +187,41 @@ fn table_updates_write_only_the_slots_that_change() {
         h.dp.write_table(4 * TABLE_SIZE - 1, &[0, 0]).is_err(),
         "writes past the capacity are refused"
     );
+}
+
+#[test]
+fn a_vip_without_backends_drops_or_passes_as_its_all_down_policy_says() {
+    let mut h = harness!("a_vip_without_backends_drops_or_passes_as_its_all_down_policy_says");
+    h.set_table(all_to(lb_common::backend::NO_BACKEND));
+    let frame = frames::vip_tcp(40000);
+    let (verdict, _, reason) = h.run(&frame);
+    assert_eq!(
+        (Verdict::from_u32(verdict), reason),
+        (Some(Verdict::Drop), Reason::DropNoBackend)
+    );
+    for flags in [
+        VIP_F_ALL_DOWN_PASS,
+        VIP_F_ALL_DOWN_PASS | VIP_F_SOURCE_AFFINITY,
+    ] {
+        h.dp.set_vip(
+            vip_key(80, 6),
+            VipInfo {
+                id: 0,
+                mode: MODE_DR,
+                table_offset: 0,
+                table_size: TABLE_SIZE,
+                flags,
+            },
+        )
+        .unwrap();
+        let (verdict, out, reason) = h.run(&frame);
+        assert_eq!(
+            (Verdict::from_u32(verdict), reason),
+            (Some(Verdict::Pass), Reason::PassNoBackend)
+        );
+        assert_eq!(out, frame, "a passed frame is untouched");
+    }
+    // Backends again: balanced as before, whatever the policy.
+    h.set_table(all_to(1));
+    assert_eq!(forward(&mut h, &frames::vip_tcp(40001)), 1);
 }

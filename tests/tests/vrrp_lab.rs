@@ -290,3 +290,96 @@ fn vrrp_nopreempt_keeps_the_running_master() {
         "notify hook calls"
     );
 }
+
+/// `lbctl backend down|auto` of every backend of VIP `web` on the node at `socket`.
+fn force_web_backends(lab: &Lab, socket: &std::path::Path, state: &str) {
+    for b in lab.backends() {
+        let (code, text) =
+            lb_tests::agent::lbctl(socket, &["backend", state, "web", &b.node.addr.to_string()]);
+        assert_eq!(code, 0, "lbctl backend {state}: {text}");
+    }
+}
+
+/// VRRP tracking and the all-down policy: a master whose tracked VIP loses every usable
+/// backend lowers its priority and a healthy peer takes over; a node without tracking keeps
+/// the VIP and, with `all_down = "pass"`, hands its packets to the kernel (which refuses
+/// them, or a local sorry server answers); once the backends are back, the first node's
+/// priority returns and it preempts.
+#[test]
+fn vrrp_tracking_and_the_all_down_policy() {
+    if !require_root("vrrp_tracking_and_the_all_down_policy") {
+        return;
+    }
+    let lab = Lab::builder()
+        .backends(2)
+        .lb_nodes(2)
+        .floating_vip()
+        .build()
+        .expect("lab setup");
+    let tracking = "track_vips = [\"web\"]\ntrack_weight = -100";
+    let cfg_a = lab.write_lbd_config_on(0, &lbd_vrrp(54, 150, 3, "100ms", tracking));
+    // B: no tracking; its `web` passes packets to its kernel while it has no backend.
+    let text_b = format!(
+        "{}\n{}",
+        lab.lbd_config(1)
+            .replacen("mode = \"dr\"\n", "mode = \"dr\"\nall_down = \"pass\"\n", 1),
+        lbd_vrrp(54, 100, 3, "100ms", "")
+    );
+    let cfg_b = lab.write_file("lbd-track-b.toml", &text_b).unwrap();
+    let a = lab.spawn_lbd_on(0, &cfg_a).expect("lbd A starts");
+    let b = lab.spawn_lbd_on(1, &cfg_b).expect("lbd B starts");
+    wait_lbd_state(a.socket(), "master", Duration::from_secs(3)).unwrap();
+    wait_lbd_state(b.socket(), "backup", Duration::from_secs(1)).unwrap();
+    traffic_through(&lab, &a, 0, Some((&b, 1)));
+
+    // Every backend of A's tracked VIP is down: A advertises 150 - 100 and B takes over.
+    force_web_backends(&lab, a.socket(), "down");
+    let sb = wait_lbd_state(b.socket(), "master", Duration::from_secs(2)).unwrap();
+    assert_eq!(sb.priority, 100);
+    let sa = wait_lbd_state(a.socket(), "backup", Duration::from_secs(1)).unwrap();
+    assert_eq!(sa.priority, 50, "{sa:#?}");
+    assert!(
+        a.log().contains("a tracked VIP has no usable backend"),
+        "{}",
+        a.log()
+    );
+    traffic_through(&lab, &b, 1, Some((&a, 0)));
+
+    // B has no backend for `web` either now, and no tracking: it keeps the VIP and passes
+    // `web`'s packets to its kernel, which refuses the connections (no listener)...
+    force_web_backends(&lab, b.socket(), "down");
+    let before = lb_tests::agent::reason_packets(&b.stats().unwrap(), "pass_no_backend");
+    for r in lab.tcp_requests(lab.vip(), 5, 1, Duration::from_secs(2)) {
+        let e = r.expect_err("a connection succeeded without backends");
+        assert!(format!("{e:#}").contains("refused"), "{e:#}");
+    }
+    let passed = lb_tests::agent::reason_packets(&b.stats().unwrap(), "pass_no_backend") - before;
+    assert!(
+        passed >= 5,
+        "only {passed} packets passed as pass_no_backend"
+    );
+    // ...or a sorry server on the node answers them.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (_counters, threads) =
+        lb_tests::servers::start(&lab.lb_nodes()[1].ns, "sorry", &[], 80, &stop).unwrap();
+    for r in lab.tcp_requests(lab.vip(), 5, 2, Duration::from_secs(2)) {
+        assert_eq!(r.expect("the sorry server answers"), "sorry");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    // `web-udp` still has its backends on B: balanced as before.
+    for r in lab.udp_requests(lab.vip(), 5, 2, Duration::from_secs(2)) {
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    // The backends are back on A: its priority returns to 150 and it preempts.
+    force_web_backends(&lab, b.socket(), "auto");
+    force_web_backends(&lab, a.socket(), "auto");
+    let sa = wait_lbd_state(a.socket(), "master", Duration::from_secs(2)).unwrap();
+    assert_eq!(sa.priority, 150);
+    wait_lbd_state(b.socket(), "backup", Duration::from_secs(1)).unwrap();
+    assert!(a.log().contains("priority restored"), "{}", a.log());
+    traffic_through(&lab, &a, 0, Some((&b, 1)));
+}

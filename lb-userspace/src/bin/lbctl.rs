@@ -11,7 +11,7 @@ use std::{
 use clap::{CommandFactory, Parser, Subcommand};
 use lb_userspace::{
     agent::ApplySummary,
-    config::{self, ForwardingMode, Protocol, VipConfig, DEFAULT_CONTROL_SOCKET},
+    config::{self, AllDown, ForwardingMode, Protocol, VipConfig, DEFAULT_CONTROL_SOCKET},
     control::{self, BackendStats, Command, HealthReport, StatsReport, StatusReport, VipStats},
     edit::VipSpec,
     import,
@@ -98,9 +98,21 @@ enum VipCmd {
         /// Send every connection of a client to the same backend.
         #[arg(long)]
         source_affinity: bool,
+        /// What the VIP's packets get while no backend is usable: dropped, or passed to
+        /// the kernel (a local service or the kernel's reset answers them).
+        #[arg(long, value_enum, default_value = "drop")]
+        all_down: AllDownArg,
     },
     /// Remove a VIP (by name or ADDRESS:PORT/PROTOCOL).
     Del { vip: String },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AllDownArg {
+    /// Drop them (counted as drop_no_backend).
+    Drop,
+    /// Pass them to the kernel (counted as pass_no_backend).
+    Pass,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -212,6 +224,7 @@ fn main() -> ExitCode {
             mode,
             table_size,
             source_affinity,
+            all_down,
         }) => Command::VipAdd {
             vip: VipSpec {
                 name,
@@ -224,6 +237,10 @@ fn main() -> ExitCode {
                 },
                 table_size,
                 source_affinity,
+                all_down: match all_down {
+                    AllDownArg::Drop => AllDown::Drop,
+                    AllDownArg::Pass => AllDown::Pass,
+                },
             },
         },
         Cmd::Vip(VipCmd::Del { vip }) => Command::VipDel { vip },
@@ -523,19 +540,20 @@ fn print_status(s: &StatusReport) {
 
 fn print_vips(vips: &[VipConfig]) {
     println!(
-        "{:<20} {:<28} {:<5} {:>9} {:>9} {:>9}",
-        "NAME", "VIP", "MODE", "TABLE", "AFFINITY", "BACKENDS"
+        "{:<20} {:<28} {:<5} {:>9} {:>9} {:>9} {:>9}",
+        "NAME", "VIP", "MODE", "TABLE", "AFFINITY", "ALL DOWN", "BACKENDS"
     );
     for v in vips {
         let addr = format!("{}/{}", SocketAddr::new(v.address, v.port), v.protocol);
         let mode = v.mode.to_string();
         println!(
-            "{:<20} {:<28} {:<5} {:>9} {:>9} {:>9}",
+            "{:<20} {:<28} {:<5} {:>9} {:>9} {:>9} {:>9}",
             v.name,
             addr,
             mode,
             v.table_size,
             if v.source_affinity { "source" } else { "-" },
+            v.all_down.to_string(),
             v.backends.len()
         );
     }

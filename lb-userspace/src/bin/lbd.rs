@@ -147,6 +147,8 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
         // Backup first: the program stays loaded with its maps written, so becoming
         // master only has to attach it.
         vrrp.start(&mut agent).await?;
+        vrrp.track(&agent.vips_without_backend(), &mut agent)
+            .await?;
     }
 
     let listener = bind_control(&socket_path)?;
@@ -204,6 +206,13 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
                 if let Err(e) = refresh_neighbours(&netlink, &mut agent).await {
                     warn!("neighbour refresh: {e:#}");
                 }
+            }
+        }
+        // Health changes, edits and reloads all may leave a VIP without backends (or give
+        // it some back); checking after every event keeps that in one place.
+        if vrrp.tracks_vips() {
+            if let Err(e) = vrrp.track(&agent.vips_without_backend(), &mut agent).await {
+                break Err(e);
             }
         }
     };

@@ -159,6 +159,7 @@ fn every_key_is_documented() {
         "tcp_idle_timeout",
         "udp_idle_timeout",
         "source_affinity",
+        "all_down",
         "drain",
         "type",
         "interval",
@@ -205,6 +206,8 @@ fn every_key_is_documented() {
         "garp_master_refresh_repeat",
         "garp_lower_prio_repeat",
         "garp_lower_prio_delay",
+        "track_vips",
+        "track_weight",
     ] {
         assert!(
             doc.contains(&format!("| `{key}` |")),

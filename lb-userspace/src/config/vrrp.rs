@@ -25,6 +25,9 @@ pub const DEFAULT_GARP_DELAY: Duration = Duration::from_secs(5);
 pub const DEFAULT_GARP_REFRESH_REPEAT: u32 = 1;
 /// More rounds than this per burst is a typo, and would flood the segment.
 pub const MAX_GARP_REPEAT: u32 = 100;
+/// How far a tracked VIP without a usable backend lowers the priority by default: to 1,
+/// so that any peer whose backends are healthy takes over.
+pub const DEFAULT_TRACK_WEIGHT: i16 = -254;
 /// Longest delay accepted (the state machine's bound).
 pub const MAX_DELAY: Duration = crate::vrrp::machine::MAX_DELAY;
 
@@ -62,6 +65,16 @@ pub struct VrrpConfig {
     pub garp_lower_prio_repeat: u32,
     #[serde(with = "humantime_serde")]
     pub garp_lower_prio_delay: Duration,
+    /// Names of `[[vip]]`s whose health this instance follows.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub track_vips: Vec<String>,
+    /// Added to `priority` while a tracked VIP has no usable backend.
+    #[serde(skip_serializing_if = "is_default_track_weight")]
+    pub track_weight: i16,
+}
+
+fn is_default_track_weight(w: &i16) -> bool {
+    *w == DEFAULT_TRACK_WEIGHT
 }
 
 impl VrrpConfig {
@@ -73,6 +86,17 @@ impl VrrpConfig {
     /// Whether the virtual addresses (and so the instance) are IPv6.
     pub fn is_ipv6(&self) -> bool {
         self.addresses.first().is_some_and(|a| a.addr.is_ipv6())
+    }
+
+    /// The priority to advertise: `priority`, lowered by `track_weight` (to at least 1)
+    /// while a tracked VIP has no usable backend. An owner that lowers its priority stops
+    /// being the owner, as with keepalived.
+    pub fn effective_priority(&self, tracked_vip_down: bool) -> u8 {
+        if tracked_vip_down {
+            (i16::from(self.priority) + self.track_weight).clamp(1, 254) as u8
+        } else {
+            self.priority
+        }
     }
 }
 
@@ -185,6 +209,10 @@ pub(super) struct RawVrrp {
     garp_lower_prio_repeat: Option<Spanned<i64>>,
     #[serde(default)]
     garp_lower_prio_delay: Option<Spanned<RawDuration>>,
+    #[serde(default)]
+    track_vips: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    track_weight: Option<Spanned<i64>>,
 }
 
 impl Validator<'_> {
@@ -194,6 +222,7 @@ impl Validator<'_> {
         &mut self,
         raw: Vec<Spanned<RawVrrp>>,
         agent: &AgentConfig,
+        vip_names: &[&str],
     ) -> Vec<VrrpConfig> {
         let mut out = Vec::with_capacity(raw.len());
         let mut names = HashSet::new();
@@ -201,7 +230,7 @@ impl Validator<'_> {
         for (i, raw) in raw.into_iter().enumerate() {
             let span = raw.span();
             let r = raw.into_inner();
-            let c = self.vrrp_one(i, &r, span.clone(), agent);
+            let c = self.vrrp_one(i, &r, span.clone(), agent, vip_names);
             let at = |k: &str| format!("vrrp[{i}].{k}");
             if !names.insert(c.name.clone()) {
                 let span = r.name.as_ref().map_or(span.clone(), |n| n.span());
@@ -281,6 +310,7 @@ impl Validator<'_> {
         r: &RawVrrp,
         span: Range<usize>,
         agent: &AgentConfig,
+        vip_names: &[&str],
     ) -> VrrpConfig {
         let at = |k: &str| format!("vrrp[{i}].{k}");
         let vrid = self.int(
@@ -561,6 +591,45 @@ impl Validator<'_> {
             garp_master_delay,
         );
 
+        let mut track_vips = Vec::new();
+        if let Some(t) = &r.track_vips {
+            for v in t.get_ref() {
+                let name = v.get_ref();
+                if !vip_names.contains(&name.as_str()) {
+                    self.error(
+                        v.span(),
+                        at("track_vips"),
+                        format!(
+                            "no [[vip]] is named {name:?}; track_vips lists VIP names (configured: {})",
+                            if vip_names.is_empty() { "none".to_owned() } else { vip_names.join(", ") }
+                        ),
+                    );
+                } else if track_vips.contains(name) {
+                    self.error(
+                        v.span(),
+                        at("track_vips"),
+                        format!("{name:?} is listed twice"),
+                    );
+                } else {
+                    track_vips.push(name.clone());
+                }
+            }
+        }
+        let track_weight = self.int(
+            &r.track_weight,
+            at("track_weight"),
+            -254..=-1,
+            i64::from(DEFAULT_TRACK_WEIGHT),
+            " (subtracted from priority while a tracked VIP has no usable backend)",
+        ) as i16;
+        if let (Some(w), None) = (&r.track_weight, &r.track_vips) {
+            self.error(
+                w.span(),
+                at("track_weight"),
+                "track_weight without track_vips: list the VIPs to track, or remove it",
+            );
+        }
+
         let name = match &r.name {
             Some(n) => {
                 if n.get_ref().trim().is_empty() {
@@ -591,6 +660,8 @@ impl Validator<'_> {
             garp_master_refresh_repeat,
             garp_lower_prio_repeat,
             garp_lower_prio_delay,
+            track_vips,
+            track_weight,
         }
     }
 }

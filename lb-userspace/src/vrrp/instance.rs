@@ -26,7 +26,7 @@
 //! keeps the program attached on backups too.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     future::poll_fn,
     net::IpAddr,
     task::Poll,
@@ -328,6 +328,56 @@ impl Vrrp {
         self.instances
             .iter()
             .any(|i| i.machine.state() == State::Master)
+    }
+
+    /// Whether any instance follows VIPs' health (`track_vips`).
+    pub fn tracks_vips(&self) -> bool {
+        self.instances.iter().any(|i| !i.cfg.track_vips.is_empty())
+    }
+
+    /// Follows the health of tracked VIPs (`track_vips`): an instance with a tracked VIP in
+    /// `vips_down` advertises `priority + track_weight`, else its configured priority. A
+    /// master advertises a change at once, so a backup with healthy backends can take
+    /// over (it preempts after Master_Down_Interval, as RFC 5798 has it) and the node
+    /// takes the VIP back the same way once its backends recover.
+    pub async fn track(
+        &mut self,
+        vips_down: &HashSet<String>,
+        serving: &mut dyn Serving,
+    ) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let mut changed = false;
+        for i in &mut self.instances {
+            if i.cfg.track_vips.is_empty() || i.machine.state() == State::Initialize {
+                continue;
+            }
+            let down: Vec<&String> = i
+                .cfg
+                .track_vips
+                .iter()
+                .filter(|v| vips_down.contains(*v))
+                .collect();
+            let priority = i.cfg.effective_priority(!down.is_empty());
+            if priority == i.machine.priority() {
+                continue;
+            }
+            if down.is_empty() {
+                info!(instance = %i.cfg.name, priority, "tracked VIPs have usable backends again: priority restored");
+            } else {
+                warn!(instance = %i.cfg.name, priority, vips = ?down,
+                      "a tracked VIP has no usable backend: priority lowered so that a healthy peer takes over");
+            }
+            i.machine
+                .set_priority(now, priority)
+                .map_err(|e| anyhow!("instance {}: {e}", i.cfg.name))?;
+            changed = true;
+        }
+        if changed {
+            self.act(now, serving).await?;
+            self.prepare(Instant::now(), serving)?;
+            self.rearm()?;
+        }
+        Ok(())
     }
 
     /// Starts every instance (RFC 5798 Startup event): each enters Backup, removes its

@@ -173,6 +173,18 @@ fn vrrp_each_bad_value_is_reported_at_its_line_and_key() {
             "unknown field `nopreempt`",
         ),
         (with_vrrp("vrid = 1"), "missing field `addresses`"),
+        (
+            with_vrrp(&format!("vrid = 1\n{a}\ntrack_vips = [\"web\"]")),
+            "7:15 vrrp[0].track_vips: no [[vip]] is named \"web\"; track_vips lists VIP names (configured: none)",
+        ),
+        (
+            with_vrrp(&format!("vrid = 1\n{a}\ntrack_weight = -10")),
+            "7:16 vrrp[0].track_weight: track_weight without track_vips",
+        ),
+        (
+            with_vrrp(&format!("vrid = 1\n{a}\ntrack_weight = 10")),
+            "7:16 vrrp[0].track_weight: 10 is out of range -254--1",
+        ),
     ];
     for (text, want) in &cases {
         let got = errors(text);
@@ -225,5 +237,40 @@ fn vrrp_tables_round_trip_through_toml() {
         parse(&saved).unwrap_or_else(|d| panic!("{d:?}\n{saved}")),
         c,
         "{saved}"
+    );
+}
+
+#[test]
+fn vrrp_tracking_lowers_the_priority_while_a_tracked_vip_has_no_backend() {
+    let vip = "[[vip]]\nname = \"web\"\naddress = \"10.0.0.50\"\nport = 80\nprotocol = \"tcp\"\n";
+    let text = |extra: &str| {
+        format!(
+            "[agent]\ninterface = \"eth0\"\n{vip}\n[[vrrp]]\nvrid = 1\npriority = 150\n\
+             addresses = [\"10.0.0.50\"]\ntrack_vips = [\"web\"]\n{extra}"
+        )
+    };
+    let c = parse(&text("")).unwrap_or_else(|e| panic!("{e:#?}"));
+    let v = &c.vrrp[0];
+    assert_eq!(v.track_vips, ["web"]);
+    assert_eq!(
+        (v.effective_priority(false), v.effective_priority(true)),
+        (150, 1),
+        "by default a node without backends falls to the lowest priority"
+    );
+    let c = parse(&text("track_weight = -100")).unwrap();
+    assert_eq!(c.vrrp[0].effective_priority(true), 50);
+    let saved = to_toml(&c);
+    assert_eq!(parse(&saved).unwrap(), c, "{saved}");
+    // An owner that loses its backends is no longer the owner.
+    let owner = text("priority = 255").replace("priority = 150\n", "");
+    let c = parse(&owner).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(c.vrrp[0].effective_priority(true), 1);
+    let c = parse(&text("track_weight = -50").replace("150", "255")).unwrap();
+    assert_eq!(c.vrrp[0].effective_priority(true), 205);
+    // Removing the tracked VIP is refused while an instance tracks it.
+    let err = crate::edit::apply(&c, &crate::edit::Edit::VipDel { vip: "web".into() }).unwrap_err();
+    assert!(
+        err.contains("vrrp[0].track_vips: no [[vip]] is named \"web\""),
+        "{err}"
     );
 }

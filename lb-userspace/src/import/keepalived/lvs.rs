@@ -179,7 +179,7 @@ pub(super) fn virtual_server(cx: &mut Ctx, s: &Stmt, groups: &HashMap<&str, &Stm
             ),
             "sorry_server" | "sorry_server_inhibit" | "sorry_server_lvs_method" => cx.warn(
                 c.loc(),
-                format!("{me}: {k} not supported: when every backend is down, lbd drops the VIP's new flows (counted as drop_no_backend); not converted"),
+                format!("{me}: {k} not converted: lbd has no sorry server; all_down = \"pass\" hands the VIP's packets to this node's kernel while every backend is down (run the sorry service here), the default drops them"),
             ),
             "ops" => cx.warn(c.loc(), format!("{me}: ops (one-packet scheduling) not supported: lbd pins a UDP flow to its backend until it is idle; not converted")),
             "flag-1" | "flag-2" | "flag-3" | "sh-port" | "sh-fallback" | "mh-port" | "mh-fallback" => cx.warn(
