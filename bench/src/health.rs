@@ -45,6 +45,7 @@ struct LoadRow {
     /// Baseline in the same run: CPU of 1,000 bare connect+close per second from a plain
     /// loop (the kernel's share of a TCP check, which no checker can avoid).
     bare_connect_cpu_percent: f64,
+    bare_connect_reset_cpu_percent: f64,
     rss_growth_mib: f64,
     checks_completed: u64,
 }
@@ -266,15 +267,118 @@ fn rss_mib() -> f64 {
         / 1024.0
 }
 
+/// The backends of the load run, as remote hosts: a namespace `hbs*` holding every address
+/// of 10.201.0.0/16 (a local route), reached from the checker's namespace `hbc*` over a veth
+/// pair. On loopback the backends' half of every handshake would run in the checker's
+/// system calls and be charged to it; here the server side's receive path is steered to the
+/// other CPU (RPS on its veth) and the checker is pinned to CPU 0, so the checker process
+/// pays what it would pay against remote backends: its own sockets and system calls.
+struct BackendNet {
+    checker: String,
+    server: String,
+}
+
+impl BackendNet {
+    fn create() -> anyhow::Result<BackendNet> {
+        let id = std::process::id();
+        let net = BackendNet {
+            checker: format!("hbc{id}"),
+            server: format!("hbs{id}"),
+        };
+        lb_tests::netns::add(&net.checker)?;
+        lb_tests::netns::add(&net.server)?;
+        let (c, s) = (&net.checker, &net.server);
+        lb_tests::netns::ip_batch(
+            c,
+            &[
+                format!("link add c0 type veth peer name s0 netns {s}"),
+                "addr add 10.200.0.1/30 dev c0".into(),
+                "link set lo up".into(),
+                "link set c0 up".into(),
+                "route add 10.201.0.0/16 via 10.200.0.2".into(),
+            ],
+        )?;
+        lb_tests::netns::ip_batch(
+            s,
+            &[
+                "addr add 10.200.0.2/30 dev s0",
+                "link set lo up",
+                "link set s0 up",
+                "route add local 10.201.0.0/16 dev lo",
+            ],
+        )?;
+        if cpus() > 1 {
+            lb_tests::netns::exec(
+                s,
+                "sh",
+                &["-c", "echo 2 > /sys/class/net/s0/queues/rx-0/rps_cpus"],
+            )?;
+        }
+        Ok(net)
+    }
+
+    fn backend(i: u32) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::from(0x0ac9_0001 + i), 19090))
+    }
+}
+
+impl Drop for BackendNet {
+    fn drop(&mut self) {
+        let _ = lb_tests::netns::del(&self.checker);
+        let _ = lb_tests::netns::del(&self.server);
+    }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Pins the calling thread to `cpu`; returns the mask to restore.
+fn pin_to(cpu: usize) -> libc::cpu_set_t {
+    // SAFETY: plain libc calls on a zeroed cpu_set_t owned here; pid 0 is this thread.
+    unsafe {
+        let mut old: libc::cpu_set_t = std::mem::zeroed();
+        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old);
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut one);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one);
+        old
+    }
+}
+
+fn restore_affinity(mask: &libc::cpu_set_t) {
+    // SAFETY: as above.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), mask) };
+}
+
+/// CPU of `n` bare blocking connects (closed with a reset when `reset`) to the backends,
+/// back to back.
+fn bare_connects_cpu(n: u32, reset: bool) -> f64 {
+    let c0 = cpu_seconds();
+    for i in 0..n {
+        if let Ok(s) = std::net::TcpStream::connect(BackendNet::backend(i % 1000)) {
+            if reset {
+                let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+            }
+        }
+    }
+    (cpu_seconds() - c0) / n as f64
+}
+
 async fn thousand_backends(seconds: f64) -> anyhow::Result<LoadRow> {
-    // One listener on every loopback address: 1,000 distinct backends on 127.0.x.y.
-    let server = std::process::Command::new(std::env::current_exe()?)
-        .arg("serve-tcp")
-        .arg("0.0.0.0:19090")
+    let net = BackendNet::create()?;
+    let server = std::process::Command::new("ip")
+        .args(["netns", "exec", &net.server])
+        .arg(std::env::current_exe()?)
+        .args(["serve-tcp", "0.0.0.0:19090"])
         .spawn()
-        .context("starting the loopback server")?;
+        .context("starting the backends' server")?;
     let _kill = scopeguard(server);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // This thread (the runtime's only one) opens every socket of the run, in the checker's
+    // namespace.
+    let _inside = lb_tests::netns::enter(&net.checker)?;
+    let affinity = pin_to(0);
     let rss0 = rss_mib();
     let mut spec = CheckSpec::new(Probe::Tcp);
     spec.interval = Duration::from_secs(1);
@@ -284,9 +388,8 @@ async fn thousand_backends(seconds: f64) -> anyhow::Result<LoadRow> {
     tokio::spawn(runner.run());
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     for i in 0..1000u32 {
-        let addr = SocketAddr::from((Ipv4Addr::from(0x7f00_0100 + i), 19090));
         handle
-            .add_backend(BackendId(i as u64), addr, spec.clone())
+            .add_backend(BackendId(i as u64), BackendNet::backend(i), spec.clone())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     // Let the first round settle, then measure a steady window.
@@ -308,27 +411,23 @@ async fn thousand_backends(seconds: f64) -> anyhow::Result<LoadRow> {
     let down = snapshot.iter().filter(|s| s.state != State::Up).count();
     anyhow::ensure!(
         down == 0,
-        "{down} of 1,000 loopback backends were not up: the measurement would be wrong"
+        "{down} of 1,000 backends were not up: the measurement would be wrong"
     );
     let checks: u64 = snapshot.iter().map(|s| s.checks).sum::<u64>() - checks0;
     let rss_growth_mib = rss_mib() - rss0;
     drop(handle);
-    // Baseline: the same connects, back to back from a plain loop.
-    let n = 5_000u32;
-    let c0 = cpu_seconds();
-    for i in 0..n {
-        let _ = std::net::TcpStream::connect(SocketAddr::from((
-            Ipv4Addr::from(0x7f00_0100 + i % 1000),
-            19090,
-        )));
-    }
-    let per_connect = (cpu_seconds() - c0) / n as f64;
+    // Baselines: the same connects from a plain loop, closed normally and with a reset (as
+    // the TCP check closes).
+    let per_connect = bare_connects_cpu(5_000, false);
+    let per_connect_reset = bare_connects_cpu(5_000, true);
+    restore_affinity(&affinity);
     Ok(LoadRow {
         backends: 1000,
         interval_s: 1.0,
         seconds: wall,
         cpu_percent_of_one_core: cpu / wall * 100.0,
         bare_connect_cpu_percent: per_connect * (checks as f64 / wall) * 100.0,
+        bare_connect_reset_cpu_percent: per_connect_reset * (checks as f64 / wall) * 100.0,
         rss_growth_mib,
         checks_completed: checks,
     })
@@ -386,8 +485,8 @@ pub fn run(out_dir: &Path, rounds: usize) -> anyhow::Result<()> {
         );
     }
     println!(
-        "\n1,000 TCP-checked backends every 1 s for {:.0} s: {:.2} % of one core (bare connects alone, same rate: {:.2} %), RSS +{:.1} MiB, {} checks",
-        load.seconds, load.cpu_percent_of_one_core, load.bare_connect_cpu_percent, load.rss_growth_mib, load.checks_completed
+        "\n1,000 TCP-checked backends every 1 s for {:.0} s: {:.2} % of one core (bare blocking connects alone, same rate: {:.2} % closed normally, {:.2} % closed with a reset), RSS +{:.1} MiB, {} checks",
+        load.seconds, load.cpu_percent_of_one_core, load.bare_connect_cpu_percent, load.bare_connect_reset_cpu_percent, load.rss_growth_mib, load.checks_completed
     );
     let report = serde_json::json!({ "benchmark": "health", "machine": crate::machine::describe(), "interval_ms": INTERVAL.as_millis(),
         "timeout_ms": TIMEOUT.as_millis(), "fall": FALL, "rise": RISE, "kinds": kinds, "load": load });

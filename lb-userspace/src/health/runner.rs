@@ -1,7 +1,12 @@
-//! The driver: owns a [`Scheduler`], starts the checks it says are due (each a tokio task,
-//! at most `max_in_flight` at once), feeds their results back, and sends every
-//! [`Transition`] on a channel the agent reads. The agent talks to it through a cloneable
-//! [`HealthHandle`]; the runner stops when the last handle is dropped.
+//! The driver: owns a [`Scheduler`], starts the checks it says are due (at most
+//! `max_in_flight` at once), feeds their results back, and sends every [`Transition`] on a
+//! channel the agent reads. The agent talks to it through a cloneable [`HealthHandle`]; the
+//! runner stops when the last handle is dropped.
+//!
+//! Checking a thousand backends every second must cost little more than the connects
+//! themselves, so the checks are futures polled inside the runner's own task (no task, no
+//! join handle per check), and the runner wakes once per [`TICK`] at most: checks that fall
+//! due within one tick start together.
 
 use std::{
     collections::HashMap,
@@ -12,11 +17,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{future::BoxFuture, FutureExt};
-use tokio::{
-    sync::{mpsc, oneshot},
-    task::{AbortHandle, JoinSet},
+use futures::{
+    future::{AbortHandle, Abortable, BoxFuture},
+    stream::FuturesUnordered,
+    FutureExt, StreamExt,
 };
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     check,
@@ -37,6 +43,21 @@ pub type Checker = Arc<
 
 /// Transitions buffered for a slow reader before the runner waits for it.
 const TRANSITION_BUFFER: usize = 1024;
+
+/// The runner's clock granularity: a check starts, or is failed at its deadline, at most
+/// this late. Far below any interval or timeout worth configuring (intervals are at least
+/// 100 ms), and it turns a thousand wake-ups a second into at most a hundred.
+pub const TICK: Duration = Duration::from_millis(10);
+
+type CheckResult = (Ticket, Result<(), CheckError>);
+
+/// `at` rounded up to the next tick after `origin`.
+fn on_tick(origin: Instant, at: Instant) -> Instant {
+    let since = at.saturating_duration_since(origin).as_nanos();
+    let tick = TICK.as_nanos();
+    let ticks = since.div_ceil(tick);
+    origin + Duration::from_nanos(u64::try_from(ticks * tick).unwrap_or(u64::MAX))
+}
 
 pub struct HealthRunner {
     scheduler: Scheduler,
@@ -124,60 +145,76 @@ impl HealthRunner {
     }
 
     pub async fn run(mut self) {
-        let mut tasks: JoinSet<(Ticket, Result<(), CheckError>)> = JoinSet::new();
-        let mut running: HashMap<Ticket, AbortHandle> = HashMap::new();
+        let origin = Instant::now();
+        let mut checks: FuturesUnordered<Abortable<BoxFuture<'static, CheckResult>>> =
+            FuturesUnordered::new();
+        let mut aborts: HashMap<Ticket, AbortHandle> = HashMap::new();
+        let sleep = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
         loop {
             let now = Instant::now();
             for transition in self.scheduler.handle_timeout(now) {
                 self.emit(transition).await;
             }
-            // Checks the scheduler gave up on hold sockets or processes: stop them.
-            running.retain(|&ticket, task| {
-                let keep = self.scheduler.is_running(ticket);
-                if !keep {
-                    task.abort();
-                }
-                keep
-            });
-            while let Some(due) = self.scheduler.poll_due(now) {
-                let check = (self.checker)(due.spec, due.target);
-                let ticket = due.ticket;
-                let task = tasks.spawn(async move {
-                    let result =
-                        AssertUnwindSafe(check)
-                            .catch_unwind()
-                            .await
-                            .unwrap_or_else(|_| {
-                                Err(CheckError::new(
-                                    ErrorKind::Local,
-                                    "the checker panicked (a bug in lbd)",
-                                ))
-                            });
-                    (ticket, result)
+            // Checks the scheduler gave up on (deadline passed, backend removed) hold
+            // sockets or processes: stop them.
+            if aborts.len() > self.scheduler.in_flight() {
+                aborts.retain(|&ticket, abort| {
+                    let keep = self.scheduler.is_running(ticket);
+                    if !keep {
+                        abort.abort();
+                    }
+                    keep
                 });
-                running.insert(ticket, task);
+            }
+            while let Some(due) = self.scheduler.poll_due(now) {
+                let ticket = due.ticket;
+                let check = AssertUnwindSafe((self.checker)(due.spec, due.target))
+                    .catch_unwind()
+                    .map(move |result| {
+                        let result = result.unwrap_or_else(|_| {
+                            Err(CheckError::new(
+                                ErrorKind::Local,
+                                "the checker panicked (a bug in lbd)",
+                            ))
+                        });
+                        (ticket, result)
+                    })
+                    .boxed();
+                let (abort, registration) = AbortHandle::new_pair();
+                checks.push(Abortable::new(check, registration));
+                aborts.insert(ticket, abort);
             }
 
-            let wake = self.scheduler.poll_timeout();
-            let sleep = tokio::time::sleep_until(
-                wake.map(tokio::time::Instant::from_std)
-                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
-            );
+            let wake = self.scheduler.poll_timeout().map(|t| on_tick(origin, t));
+            if let Some(wake) = wake {
+                if armed != Some(wake) {
+                    sleep.as_mut().reset(tokio::time::Instant::from_std(wake));
+                    armed = Some(wake);
+                }
+            }
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(command) => self.apply(command).await,
                     None => break,
                 },
-                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                    // Aborted tasks are the only other outcome; they were already given up on.
-                    if let Ok((ticket, result)) = joined {
-                        running.remove(&ticket);
-                        if let Some(transition) = self.scheduler.on_result(Instant::now(), ticket, result) {
+                Some(first) = checks.next(), if !checks.is_empty() => {
+                    // Results that are ready together are counted together.
+                    let mut finished = vec![first];
+                    while let Some(Some(more)) = checks.next().now_or_never() {
+                        finished.push(more);
+                    }
+                    let now = Instant::now();
+                    // Aborted checks were already given up on.
+                    for (ticket, result) in finished.into_iter().flatten() {
+                        aborts.remove(&ticket);
+                        if let Some(transition) = self.scheduler.on_result(now, ticket, result) {
                             self.emit(transition).await;
                         }
                     }
                 }
-                () = sleep, if wake.is_some() => {}
+                () = &mut sleep, if wake.is_some() => { armed = None; }
             }
         }
     }
