@@ -8,11 +8,12 @@ use std::{
     fmt,
     net::SocketAddr,
     panic::AssertUnwindSafe,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use futures::{future::BoxFuture, FutureExt};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::{
     sync::{mpsc, oneshot},
     task::{AbortHandle, JoinSet},
@@ -43,12 +44,24 @@ pub struct HealthRunner {
     commands: mpsc::UnboundedReceiver<Command>,
     transitions: mpsc::Sender<Transition>,
     checker: Checker,
+    durations: CheckDurations,
 }
 
 /// Talks to a running [`HealthRunner`]. Changes are applied in the order sent.
 #[derive(Clone, Debug)]
 pub struct HealthHandle {
     commands: mpsc::UnboundedSender<Command>,
+    durations: CheckDurations,
+}
+
+/// How long each backend's checks took (those that returned a result; a check the scheduler
+/// gave up on is not timed). Shared with the metrics endpoint, which reads it on every
+/// scrape: the runner's loop is not interrupted for it.
+pub type CheckDurations = Arc<Mutex<HashMap<BackendId, Histogram>>>;
+
+/// Buckets of the check-duration histograms, in seconds: 0.5 ms to about 8 s.
+fn duration_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.0005, 2.0, 15)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,23 +121,26 @@ impl HealthRunner {
     ) -> (HealthRunner, HealthHandle, mpsc::Receiver<Transition>) {
         let (command_tx, commands) = mpsc::unbounded_channel();
         let (transitions, transition_rx) = mpsc::channel(TRANSITION_BUFFER);
+        let durations = CheckDurations::default();
         let runner = HealthRunner {
             scheduler: Scheduler::new(Instant::now(), config),
             commands,
             transitions,
             checker,
+            durations: durations.clone(),
         };
         (
             runner,
             HealthHandle {
                 commands: command_tx,
+                durations,
             },
             transition_rx,
         )
     }
 
     pub async fn run(mut self) {
-        let mut tasks: JoinSet<(Ticket, Result<(), CheckError>)> = JoinSet::new();
+        let mut tasks: JoinSet<(Ticket, Result<(), CheckError>, Duration)> = JoinSet::new();
         let mut running: HashMap<Ticket, AbortHandle> = HashMap::new();
         loop {
             let now = Instant::now();
@@ -143,6 +159,7 @@ impl HealthRunner {
                 let check = (self.checker)(due.spec, due.target);
                 let ticket = due.ticket;
                 let task = tasks.spawn(async move {
+                    let started = Instant::now();
                     let result =
                         AssertUnwindSafe(check)
                             .catch_unwind()
@@ -153,7 +170,7 @@ impl HealthRunner {
                                     "the checker panicked (a bug in lbd)",
                                 ))
                             });
-                    (ticket, result)
+                    (ticket, result, started.elapsed())
                 });
                 running.insert(ticket, task);
             }
@@ -170,8 +187,9 @@ impl HealthRunner {
                 },
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                     // Aborted tasks are the only other outcome; they were already given up on.
-                    if let Ok((ticket, result)) = joined {
+                    if let Ok((ticket, result, took)) = joined {
                         running.remove(&ticket);
+                        self.observe(ticket, took);
                         if let Some(transition) = self.scheduler.on_result(Instant::now(), ticket, result) {
                             self.emit(transition).await;
                         }
@@ -190,6 +208,7 @@ impl HealthRunner {
             }
             Command::Remove(id) => {
                 self.scheduler.remove_backend(id);
+                self.lock_durations().remove(&id);
             }
             Command::Force(id, forced, reply) => {
                 let result = match forced {
@@ -205,6 +224,22 @@ impl HealthRunner {
                 let _ = reply.send(self.scheduler.snapshot());
             }
         }
+    }
+
+    /// Only results the scheduler still waits for: one for a removed backend would bring
+    /// its histogram back.
+    fn observe(&self, ticket: Ticket, took: Duration) {
+        if self.scheduler.is_running(ticket) {
+            self.lock_durations()
+                .entry(ticket.backend())
+                .or_insert_with(|| Histogram::new(duration_buckets()))
+                .observe(took.as_secs_f64());
+        }
+    }
+
+    fn lock_durations(&self) -> std::sync::MutexGuard<'_, HashMap<BackendId, Histogram>> {
+        // Nothing can panic while holding it, but a poisoned map of histograms is still usable.
+        self.durations.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn emit(&self, transition: Transition) {
@@ -254,6 +289,14 @@ impl HealthHandle {
         rx.await
             .map_err(|_| HandleError::Stopped)?
             .map_err(|UnknownBackend(id)| HandleError::UnknownBackend(id))
+    }
+
+    /// Each checked backend's check durations so far (handles to the live histograms).
+    pub fn check_durations(&self) -> HashMap<BackendId, Histogram> {
+        self.durations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn send(&self, command: Command) -> Result<(), HandleError> {
