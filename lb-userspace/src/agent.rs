@@ -209,10 +209,14 @@ impl Agent {
             let old_ids: HashSet<u32> = before
                 .map(|b| b.backend_ids.iter().copied().collect())
                 .unwrap_or_default();
-            for &id in &v.backend_ids {
+            for (b, &id) in v.config.backends.iter().zip(&v.backend_ids) {
                 if !old_ids.contains(&id) {
                     self.dp.reset_backend_counter(id)?;
                     summary.backends_added += 1;
+                    // A new VIP's backends are counted in its own line.
+                    if before.is_some() {
+                        info!(vip = %v.config.name, backend = %b.address, weight = b.weight, "backend added");
+                    }
                 }
             }
             self.register_health_checks(v)?;
@@ -635,7 +639,11 @@ impl Agent {
                     Response::ok,
                 )
             }
-            Command::Reload => return self.reload().map_or_else(Response::err, Response::ok),
+            Command::Reload => {
+                return self
+                    .reload("lbctl reload")
+                    .map_or_else(Response::err, Response::ok)
+            }
             Command::VipList => return Response::ok(&self.config.vips),
             Command::VipShow { vip } => {
                 return self.vip_show(vip).map_or_else(Response::err, Response::ok)
@@ -716,19 +724,25 @@ impl Agent {
     }
 
     /// Re-reads the config file and applies the difference; on any error nothing changes
-    /// and the error says why (with every config problem located).
-    pub fn reload(&mut self) -> Result<ApplySummary, String> {
-        let config = config::load(&self.config_path)
-            .map_err(|e| format!("{e}reload refused: the running configuration is unchanged"))?;
-        let summary = self
-            .apply(config)
-            .map_err(|e| format!("reload refused: {e:#}"))?;
-        info!(
-            ?summary,
-            "configuration reloaded from {}",
-            self.config_path.display()
-        );
-        Ok(summary)
+    /// and the error says why (with every config problem located). The outcome is logged
+    /// once, with `trigger` (what asked for the reload).
+    pub fn reload(&mut self, trigger: &str) -> Result<ApplySummary, String> {
+        let result = config::load(&self.config_path)
+            .map_err(|e| format!("{e}reload refused: the running configuration is unchanged"))
+            .and_then(|config| {
+                self.apply(config)
+                    .map_err(|e| format!("reload refused: {e:#}"))
+            });
+        match &result {
+            Ok(summary) => info!(
+                trigger,
+                ?summary,
+                "configuration reloaded from {}",
+                self.config_path.display()
+            ),
+            Err(e) => warn!(trigger, "{e}"),
+        }
+        result
     }
 
     fn config_save(&self, path: Option<&Path>) -> Result<serde_json::Value, String> {

@@ -275,41 +275,88 @@ fn metrics_equal_the_maps_and_what_the_client_sent() {
 }
 
 #[test]
-fn a_health_transition_shows_in_metrics_and_is_logged_once() {
-    if !require_root("a_health_transition_shows_in_metrics_and_is_logged_once") {
+fn changes_show_in_metrics_and_are_logged_once_with_their_reason() {
+    if !require_root("changes_show_in_metrics_and_are_logged_once_with_their_reason") {
         return;
     }
     let lab = Lab::new().expect("lab setup");
-    let text = lab.lbd_config(0).replacen(
-        "[agent]\n",
-        &format!("[agent]\nmetrics_listen = \"{METRICS}\"\n"),
-        1,
-    );
-    let config = lab.write_file("lbd-metrics.toml", &text).unwrap();
+    let config = lab
+        .write_file("lbd-metrics.toml", &with_metrics(lab.lbd_config(0)))
+        .unwrap();
     let lbd = lab.start_lbd(&config).expect("lbd starts");
-    let b1 = lab.backends()[0].node.addr.to_string();
+    let addrs: Vec<Ipv4Addr> = lab.backends().iter().map(|b| b.node.addr).collect();
+    let b1 = addrs[0].to_string();
+    let lines_with = |what: &[&str]| -> Vec<String> {
+        lbd.log()
+            .lines()
+            .filter(|l| what.iter().all(|w| l.contains(w)))
+            .map(str::to_owned)
+            .collect()
+    };
+
+    // A health change: forced down by the operator.
     let (code, out) = lbctl(lbd.socket(), &["backend", "down", "web", &b1]);
     assert_eq!(code, 0, "{out}");
-
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let l = [("vip", "web"), ("backend", b1.as_str()), ("state", "down")];
-    loop {
-        let (body, s) = scrape(&lab);
-        if value(&s, "lb_backend_state", &l) == 1.0 {
-            let up = [("vip", "web"), ("backend", b1.as_str()), ("state", "up")];
-            assert_eq!(value(&s, "lb_backend_state", &up), 0.0, "{body}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "still not down:\n{body}");
-        std::thread::sleep(Duration::from_millis(50));
+    let (body, s) = scrape(&lab);
+    for (state, want) in [("down", 1.0), ("up", 0.0)] {
+        let l = [("vip", "web"), ("backend", b1.as_str()), ("state", state)];
+        assert_eq!(value(&s, "lb_backend_state", &l), want, "{body}");
     }
-    let log = lbd.log();
-    let downs: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains(&format!("backend={b1}")) && l.contains("backend down"))
+    let downs = lines_with(&[&format!("backend={b1}"), "backend down"]);
+    assert_eq!(downs.len(), 1, "{}", lbd.log());
+    assert!(
+        downs[0].contains("forced down by the operator"),
+        "{downs:?}"
+    );
+
+    // A config change: the file gives b1 weight 3, `lbctl reload` applies it.
+    let weighted: Vec<(Ipv4Addr, u32)> = addrs
+        .iter()
+        .map(|&a| (a, if a == addrs[0] { 3 } else { 1 }))
         .collect();
-    assert_eq!(downs.len(), 1, "{log}");
-    assert!(downs[0].contains("forced down by the operator"), "{log}");
+    lab.write_file(
+        "lbd-metrics.toml",
+        &with_metrics(lab.lbd_config_with(0, &weighted)),
+    )
+    .unwrap();
+    let (code, out) = lbctl(lbd.socket(), &["reload"]);
+    assert_eq!(code, 0, "{out}");
+    let (body, s) = scrape(&lab);
+    let l = [("vip", "web"), ("backend", b1.as_str())];
+    assert_eq!(value(&s, "lb_backend_weight", &l), 3.0, "{body}");
+    let reloads = lines_with(&["configuration reloaded"]);
+    assert_eq!(reloads.len(), 1, "{}", lbd.log());
+    assert!(reloads[0].contains("lbctl reload"), "{reloads:?}");
+    for vip in ["vip=web ", "vip=web-udp "] {
+        assert_eq!(
+            lines_with(&["VIP changed", vip]).len(),
+            1,
+            "{vip}: {}",
+            lbd.log()
+        );
+    }
+
+    // A refused change, by SIGHUP: logged once, with its trigger; nothing changes.
+    let bad = with_metrics(lab.lbd_config(0)).replacen("port = 80", "port = 0", 1);
+    lab.write_file("lbd-metrics.toml", &bad).unwrap();
+    let pid = libc::pid_t::try_from(lbd.pid()).unwrap();
+    // SAFETY: kill has no memory-safety preconditions; the guard owns the running child.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    wait_until("the refusal is logged", Duration::from_secs(5), || {
+        !lines_with(&["reload refused"]).is_empty()
+    })
+    .unwrap();
+    let refused = lines_with(&["reload refused"]);
+    assert_eq!(refused.len(), 1, "{}", lbd.log());
+    // The located errors follow on the lines after it.
+    assert!(refused[0].contains("trigger=\"SIGHUP\""), "{refused:?}");
+    assert!(
+        lbd.log().contains("vip[0].port: port 0 is not allowed"),
+        "{}",
+        lbd.log()
+    );
+    let (_, s) = scrape(&lab);
+    assert_eq!(value(&s, "lb_backend_weight", &l), 3.0);
 }
 
 #[test]

@@ -201,10 +201,8 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
                 Err(e) => warn!("control socket accept: {e}"),
             },
             _ = sighup.recv() => {
-                info!("SIGHUP received, reloading {}", config_path.display());
-                if let Err(e) = agent.reload() {
-                    error!("{e}");
-                }
+                // Logged by reload, success or refusal, with its trigger.
+                let _ = agent.reload("SIGHUP");
                 poke_unresolved(&netlink, &agent).await;
             }
             () = vrrp.wait(), if !vrrp.is_empty() => {
