@@ -283,19 +283,6 @@ pub fn long_lived(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fixed_source_ports_count_up_and_stop_at_65535() {
-        assert_eq!(SourcePorts::Ephemeral.port(7).unwrap(), 0);
-        assert_eq!(SourcePorts::From(40_000).port(0).unwrap(), 40_000);
-        assert_eq!(SourcePorts::From(40_000).port(299).unwrap(), 40_299);
-        assert!(SourcePorts::From(65_000).port(536).is_err());
-    }
-}
-
 /// `GET path` over HTTP/1.1 from inside `ns`; the status code and body. For the agent's
 /// `/metrics` endpoint, which answers with a length and closes.
 pub fn http_get(
@@ -327,4 +314,17 @@ pub fn http_get(
             .ok_or_else(|| anyhow!("no status in {head:?}"))?;
         Ok((status, body.to_owned()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_source_ports_count_up_and_stop_at_65535() {
+        assert_eq!(SourcePorts::Ephemeral.port(7).unwrap(), 0);
+        assert_eq!(SourcePorts::From(40_000).port(0).unwrap(), 40_000);
+        assert_eq!(SourcePorts::From(40_000).port(299).unwrap(), 40_299);
+        assert!(SourcePorts::From(65_000).port(536).is_err());
+    }
 }

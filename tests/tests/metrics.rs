@@ -7,7 +7,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use lb_tests::{
