@@ -7,7 +7,7 @@
 use std::{
     collections::HashSet,
     fmt,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     ops::Range,
     path::{Path, PathBuf},
     time::Duration,
@@ -163,6 +163,9 @@ pub struct AgentConfig {
     /// attached there too, to translate the backends' replies).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nat_interfaces: Vec<String>,
+    /// Where `/metrics` is served over HTTP; none: not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Also deserialized, by `lbctl`, from the agent's `vip_list` reply.
@@ -244,6 +247,8 @@ struct RawAgent {
     xdp_on_backup: XdpOnBackup,
     #[serde(default)]
     nat_interfaces: Vec<Spanned<String>>,
+    #[serde(default)]
+    metrics_listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -407,6 +412,20 @@ impl Validator<'_> {
             }
             nat_interfaces.push(name);
         }
+        let metrics_listen = raw_agent
+            .metrics_listen
+            .as_ref()
+            .and_then(|m| match m.get_ref().trim().parse::<SocketAddr>() {
+                Ok(a) if a.port() != 0 => Some(a),
+                Ok(_) => {
+                    self.error(m.span(), "agent.metrics_listen", "port 0 is not allowed; give the port Prometheus scrapes (e.g. \"127.0.0.1:9740\")");
+                    None
+                }
+                Err(_) => {
+                    self.error(m.span(), "agent.metrics_listen", format!("{:?} is not ADDRESS:PORT; e.g. \"127.0.0.1:9740\" or \"[::1]:9740\"", m.get_ref()));
+                    None
+                }
+            });
         let table_capacity = match &raw_agent.table_capacity {
             Some(c) if *c.get_ref() == 0 => {
                 self.error(c.span(), "agent.table_capacity", "must be at least 1");
@@ -435,6 +454,7 @@ impl Validator<'_> {
             udp_idle_timeout: raw_agent.udp_idle_timeout.unwrap_or(DEFAULT_UDP_IDLE),
             xdp_on_backup: raw_agent.xdp_on_backup,
             nat_interfaces,
+            metrics_listen,
         };
 
         if raw.vips.len() > MAX_VIPS as usize {

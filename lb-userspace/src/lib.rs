@@ -13,5 +13,6 @@ pub mod health;
 pub mod import;
 pub mod layout;
 pub mod maglev;
+pub mod metrics;
 pub mod net;
 pub mod vrrp;

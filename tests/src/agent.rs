@@ -101,6 +101,7 @@ impl<'lab> LbdGuard<'lab> {
         lab: &'lab Lab,
         ns: &str,
         config: &Path,
+        args: &[&str],
         log: &Path,
         ready: Ready,
     ) -> Result<LbdGuard<'lab>> {
@@ -118,6 +119,7 @@ impl<'lab> LbdGuard<'lab> {
             .arg(&bin)
             .arg("--config")
             .arg(config)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

@@ -283,6 +283,39 @@ pub fn long_lived(
     })
 }
 
+/// `GET path` over HTTP/1.1 from inside `ns`; the status code and body. For the agent's
+/// `/metrics` endpoint, which answers with a length and closes.
+pub fn http_get(
+    ns: &str,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String)> {
+    use std::io::Read as _;
+    netns::run_in(ns, || {
+        let mut conn = TcpStream::connect_timeout(&addr, timeout)
+            .with_context(|| format!("connecting to {addr} in {ns}"))?;
+        conn.set_read_timeout(Some(timeout))?;
+        write!(
+            conn,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut raw = Vec::new();
+        conn.read_to_end(&mut raw)
+            .with_context(|| format!("reading the answer of {addr}{path}"))?;
+        let text = String::from_utf8(raw).context("answer is not UTF-8")?;
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| anyhow!("no end of head in {text:?}"))?;
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| anyhow!("no status in {head:?}"))?;
+        Ok((status, body.to_owned()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

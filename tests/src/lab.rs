@@ -689,9 +689,19 @@ impl Lab {
     /// Starts the agent on load-balancer node `node` and waits until it reports its program
     /// attached. Its output goes to `lbd-<role>.log` in the lab directory.
     pub fn start_lbd_on(&self, node: usize, config: &Path) -> Result<LbdGuard<'_>> {
+        self.start_lbd_with(node, config, &[])
+    }
+
+    /// [`Lab::start_lbd_on`] with further `lbd` arguments (`--log-format json`).
+    pub fn start_lbd_with(
+        &self,
+        node: usize,
+        config: &Path,
+        args: &[&str],
+    ) -> Result<LbdGuard<'_>> {
         let n = &self.lbs[node];
         let log = self.dir.join(format!("lbd-{}.log", n.role));
-        LbdGuard::start(self, &n.ns, config, &log, Ready::Attached)
+        LbdGuard::start(self, &n.ns, config, args, &log, Ready::Attached)
     }
 
     /// Starts the agent on node `node` and waits until it answers on its control socket,
@@ -699,7 +709,7 @@ impl Lab {
     pub fn spawn_lbd_on(&self, node: usize, config: &Path) -> Result<LbdGuard<'_>> {
         let n = &self.lbs[node];
         let log = self.dir.join(format!("lbd-{}.log", n.role));
-        LbdGuard::start(self, &n.ns, config, &log, Ready::Answering)
+        LbdGuard::start(self, &n.ns, config, &[], &log, Ready::Answering)
     }
 
     /// The addresses on `ifname` in `ns`.

@@ -140,3 +140,52 @@ fn lbctl_rejects_a_bad_command_line_with_usage() {
         "{stderr}"
     );
 }
+
+#[test]
+fn lbd_logs_one_json_object_per_line_with_log_format_json() {
+    let s = Scratch::new("json");
+    let (path, _) = s.config("");
+    let (code, _, stderr) = run(Command::new(lbd_binary())
+        .arg("--config")
+        .arg(&path)
+        .args(["--log-format", "json"]));
+    assert_eq!(code, 1, "{stderr}");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
+        .collect();
+    let error = lines
+        .iter()
+        .find(|l| l["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no ERROR line in {stderr}"));
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("interface \"lbtnope0\" not found"),
+        "{error}"
+    );
+    assert!(error["timestamp"].is_string(), "{error}");
+
+    let (code, _, stderr) = run(Command::new(lbd_binary())
+        .arg("--config")
+        .arg(&path)
+        .args(["--log-format", "xml"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("possible values: human, json"), "{stderr}");
+}
+
+#[test]
+fn lbd_stops_before_anything_when_the_metrics_address_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let s = Scratch::new("metrics");
+    let (path, socket) = s.config(&format!("metrics_listen = \"{addr}\"\n"));
+    let (code, _, stderr) = run(Command::new(lbd_binary()).arg("--config").arg(&path));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "agent.metrics_listen: cannot listen on {addr}; nothing was started"
+        )) && stderr.contains("in use"),
+        "{stderr}"
+    );
+    assert!(!socket.exists());
+}

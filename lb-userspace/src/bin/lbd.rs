@@ -14,12 +14,13 @@ use lb_userspace::{
     control::{self, Command, HealthReport, Response},
     dataplane::Dataplane,
     health::{BackendId, Forced, HealthHandle, HealthRunner, SchedulerConfig},
+    metrics,
     net::{self, NeighbourEvent, Netlink},
     vrrp::instance::Vrrp,
 };
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
-    net::{UnixListener, UnixStream},
+    net::{TcpListener, UnixListener, UnixStream},
     signal::unix::{signal, SignalKind},
     sync::{mpsc, oneshot},
 };
@@ -38,6 +39,7 @@ use tracing::{error, info, warn};
 ///   lbd --config /etc/lbd/lb.toml
 ///   lbd --config lb.toml --check        # validate only
 ///   RUST_LOG=debug lbd --config lb.toml
+///   lbd --config lb.toml --log-format json   # one JSON object per line
 #[derive(Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
@@ -47,6 +49,15 @@ struct Args {
     /// Validate the configuration, print the result and exit (2 if invalid).
     #[arg(long)]
     check: bool,
+    /// Log lines for people (default) or one JSON object per line, for log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 /// How long startup waits for backend MACs before attaching anyway.
@@ -56,7 +67,7 @@ const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging();
+    init_logging(args.log_format);
 
     let config = match config::load(&args.config) {
         Ok(c) => c,
@@ -97,21 +108,40 @@ fn main() -> ExitCode {
 
 /// Logs to stderr (journald keeps it under systemd). RUST_LOG overrides the level. The
 /// netlink crates warn about kernel attributes newer than themselves, which is noise here.
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,netlink_packet_route=error,netlink_proto=error".into());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Fields at the top level next to "message", so a collector indexes `vip`, `backend`,
+        // `instance` without unwrapping; no span list, lbd has no spans worth it.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// A control request waiting for the agent's answer.
 type Pending = (Command, oneshot::Sender<Response>);
 
 async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()> {
+    // Before anything is loaded: an address that cannot be bound stops lbd with nothing done.
+    let metrics_listener = match config.agent.metrics_listen {
+        Some(addr) => Some((
+            addr,
+            TcpListener::bind(addr).await.with_context(|| {
+                format!("agent.metrics_listen: cannot listen on {addr}; nothing was started")
+            })?,
+        )),
+        None => None,
+    };
     let netlink = Netlink::connect()?;
     let link = netlink.link(&config.agent.interface).await?;
     let mut nat_links = Vec::with_capacity(config.agent.nat_interfaces.len());
@@ -153,6 +183,11 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
 
     let listener = bind_control(&socket_path)?;
     let (requests_tx, mut requests) = mpsc::channel::<Pending>(64);
+    let (scrapes_tx, mut scrapes) = mpsc::channel::<metrics::http::Scrape>(16);
+    if let Some((addr, l)) = metrics_listener {
+        tokio::spawn(metrics::http::serve(l, scrapes_tx.clone()));
+        info!(%addr, "serving metrics at http://{addr}/metrics");
+    }
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -168,10 +203,8 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
                 Err(e) => warn!("control socket accept: {e}"),
             },
             _ = sighup.recv() => {
-                info!("SIGHUP received, reloading {}", config_path.display());
-                if let Err(e) = agent.reload() {
-                    error!("{e}");
-                }
+                // Logged by reload, success or refusal, with its trigger.
+                let _ = agent.reload("SIGHUP");
                 poke_unresolved(&netlink, &agent).await;
             }
             () = vrrp.wait(), if !vrrp.is_empty() => {
@@ -193,6 +226,9 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
                 };
                 let _ = reply.send(response);
                 poke_unresolved(&netlink, &agent).await;
+            }
+            Some(scrape) = scrapes.recv() => {
+                let _ = scrape.send(metrics::gather(&agent, &vrrp, &health).await);
             }
             Some(transition) = transitions.recv() => {
                 if let Err(e) = agent.on_health(&transition) { break Err(e); }

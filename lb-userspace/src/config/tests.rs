@@ -187,6 +187,7 @@ fn every_key_is_documented() {
         "weight",
         "xdp_on_backup",
         "nat_interfaces",
+        "metrics_listen",
         // [[vrrp]]
         "vrid",
         "priority",
@@ -282,4 +283,32 @@ fn health_checks_round_trip_and_their_errors_are_located() {
             .any(|e| e.starts_with("11:8 vip[0].health_check.path:")),
         "{got:?}"
     );
+}
+
+#[test]
+fn metrics_listen_is_off_by_default_and_must_be_address_and_port() {
+    assert_eq!(parse(GOOD).unwrap().agent.metrics_listen, None);
+    let on = GOOD.replace("hash_seed = 7", "metrics_listen = \"127.0.0.1:9740\"");
+    assert_eq!(
+        parse(&on).unwrap().agent.metrics_listen,
+        Some("127.0.0.1:9740".parse().unwrap())
+    );
+    let v6 = GOOD.replace("hash_seed = 7", "metrics_listen = \"[::1]:9740\"");
+    assert!(parse(&v6).unwrap().agent.metrics_listen.unwrap().is_ipv6());
+    for (value, want) in [
+        ("127.0.0.1", "\"127.0.0.1\" is not ADDRESS:PORT"),
+        ("localhost:9740", "\"localhost:9740\" is not ADDRESS:PORT"),
+        ("127.0.0.1:0", "port 0 is not allowed"),
+    ] {
+        let text = GOOD.replace("hash_seed = 7", &format!("metrics_listen = \"{value}\""));
+        let errors = errors(&text);
+        assert!(
+            errors.len() == 1
+                && errors[0].starts_with(&format!("4:18 agent.metrics_listen: {want}")),
+            "{value}: {errors:?}"
+        );
+    }
+    // It survives `config save`.
+    let c = parse(&on).unwrap();
+    assert_eq!(parse(&to_toml(&c)).unwrap(), c);
 }

@@ -13,7 +13,7 @@ use std::{
     fmt,
     net::SocketAddr,
     panic::AssertUnwindSafe,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -22,6 +22,7 @@ use futures::{
     stream::FuturesUnordered,
     FutureExt, StreamExt,
 };
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -49,7 +50,8 @@ const TRANSITION_BUFFER: usize = 1024;
 /// 100 ms), and it turns a thousand wake-ups a second into at most a hundred.
 pub const TICK: Duration = Duration::from_millis(10);
 
-type CheckResult = (Ticket, Result<(), CheckError>);
+/// A finished check: its result and how long it took.
+type CheckResult = (Ticket, Result<(), CheckError>, Duration);
 
 /// `at` rounded up to the next tick after `origin`.
 fn on_tick(origin: Instant, at: Instant) -> Instant {
@@ -64,12 +66,24 @@ pub struct HealthRunner {
     commands: mpsc::UnboundedReceiver<Command>,
     transitions: mpsc::Sender<Transition>,
     checker: Checker,
+    durations: CheckDurations,
 }
 
 /// Talks to a running [`HealthRunner`]. Changes are applied in the order sent.
 #[derive(Clone, Debug)]
 pub struct HealthHandle {
     commands: mpsc::UnboundedSender<Command>,
+    durations: CheckDurations,
+}
+
+/// How long each backend's checks took (those that returned a result; a check the scheduler
+/// gave up on is not timed). Shared with the metrics endpoint, which reads it on every
+/// scrape: the runner's loop is not interrupted for it.
+pub type CheckDurations = Arc<Mutex<HashMap<BackendId, Histogram>>>;
+
+/// Buckets of the check-duration histograms, in seconds: 0.5 ms to about 8 s.
+fn duration_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.0005, 2.0, 15)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,16 +143,19 @@ impl HealthRunner {
     ) -> (HealthRunner, HealthHandle, mpsc::Receiver<Transition>) {
         let (command_tx, commands) = mpsc::unbounded_channel();
         let (transitions, transition_rx) = mpsc::channel(TRANSITION_BUFFER);
+        let durations = CheckDurations::default();
         let runner = HealthRunner {
             scheduler: Scheduler::new(Instant::now(), config),
             commands,
             transitions,
             checker,
+            durations: durations.clone(),
         };
         (
             runner,
             HealthHandle {
                 commands: command_tx,
+                durations,
             },
             transition_rx,
         )
@@ -170,20 +187,19 @@ impl HealthRunner {
             }
             while let Some(due) = self.scheduler.poll_due(now) {
                 let ticket = due.ticket;
-                let check = AssertUnwindSafe((self.checker)(due.spec, due.target))
-                    .catch_unwind()
-                    .map(move |result| {
-                        let result = result.unwrap_or_else(|_| {
-                            Err(CheckError::new(
-                                ErrorKind::Local,
-                                "the checker panicked (a bug in lbd)",
-                            ))
-                        });
-                        (ticket, result)
-                    })
-                    .boxed();
+                let check = AssertUnwindSafe((self.checker)(due.spec, due.target)).catch_unwind();
+                let timed = async move {
+                    let started = Instant::now();
+                    let result = check.await.unwrap_or_else(|_| {
+                        Err(CheckError::new(
+                            ErrorKind::Local,
+                            "the checker panicked (a bug in lbd)",
+                        ))
+                    });
+                    (ticket, result, started.elapsed())
+                };
                 let (abort, registration) = AbortHandle::new_pair();
-                checks.push(Abortable::new(check, registration));
+                checks.push(Abortable::new(timed.boxed(), registration));
                 aborts.insert(ticket, abort);
             }
 
@@ -207,8 +223,9 @@ impl HealthRunner {
                     }
                     let now = Instant::now();
                     // Aborted checks were already given up on.
-                    for (ticket, result) in finished.into_iter().flatten() {
+                    for (ticket, result, took) in finished.into_iter().flatten() {
                         aborts.remove(&ticket);
+                        self.observe(ticket, took);
                         if let Some(transition) = self.scheduler.on_result(now, ticket, result) {
                             self.emit(transition).await;
                         }
@@ -227,6 +244,7 @@ impl HealthRunner {
             }
             Command::Remove(id) => {
                 self.scheduler.remove_backend(id);
+                self.lock_durations().remove(&id);
             }
             Command::Force(id, forced, reply) => {
                 let result = match forced {
@@ -242,6 +260,22 @@ impl HealthRunner {
                 let _ = reply.send(self.scheduler.snapshot());
             }
         }
+    }
+
+    /// Only results the scheduler still waits for: one for a removed backend would bring
+    /// its histogram back.
+    fn observe(&self, ticket: Ticket, took: Duration) {
+        if self.scheduler.is_running(ticket) {
+            self.lock_durations()
+                .entry(ticket.backend())
+                .or_insert_with(|| Histogram::new(duration_buckets()))
+                .observe(took.as_secs_f64());
+        }
+    }
+
+    fn lock_durations(&self) -> std::sync::MutexGuard<'_, HashMap<BackendId, Histogram>> {
+        // Nothing can panic while holding it, but a poisoned map of histograms is still usable.
+        self.durations.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn emit(&self, transition: Transition) {
@@ -291,6 +325,14 @@ impl HealthHandle {
         rx.await
             .map_err(|_| HandleError::Stopped)?
             .map_err(|UnknownBackend(id)| HandleError::UnknownBackend(id))
+    }
+
+    /// Each checked backend's check durations so far (handles to the live histograms).
+    pub fn check_durations(&self) -> HashMap<BackendId, Histogram> {
+        self.durations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn send(&self, command: Command) -> Result<(), HandleError> {

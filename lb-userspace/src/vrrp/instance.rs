@@ -703,7 +703,7 @@ impl Vrrp {
                 let advert_us = inst.last_advert_sent.map_or(0, |t| {
                     u64::try_from(t.saturating_duration_since(now).as_micros()).unwrap_or(u64::MAX)
                 });
-                info!(instance = %inst.name(), vrid = inst.cfg.vrid, priority = inst.machine.priority(), "became MASTER");
+                info!(instance = %inst.name(), vrid = inst.cfg.vrid, priority = inst.machine.priority(), reason = %inst.machine.cause(), "became MASTER");
                 if let Err(e) = attached {
                     error!(instance = %inst.name(), "cannot attach the XDP program as master: {e:#}");
                     return Err(e.context("attaching XDP on becoming VRRP master"));
@@ -731,9 +731,9 @@ impl Vrrp {
                     .current_master()
                     .filter(|_| state == State::Backup)
                 {
-                    info!(instance = %inst.name(), %master, "became BACKUP");
+                    info!(instance = %inst.name(), %master, reason = %inst.machine.cause(), "became BACKUP");
                 } else {
-                    info!(instance = %inst.name(), "{}", if state == State::Backup { "became BACKUP" } else { "stopped" });
+                    info!(instance = %inst.name(), reason = %inst.machine.cause(), "{}", if state == State::Backup { "became BACKUP" } else { "stopped" });
                 }
                 if !self.stopping && !self.wants_serving(now) && serving.serving() {
                     serving.set_serving(false)?;

@@ -236,6 +236,55 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Why the machine entered its current state, for the log line of each transition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// Not started yet.
+    NotStarted,
+    /// Startup as a backup, waiting one Master_Down_Interval for a master.
+    Startup,
+    /// Startup with priority 255: this node owns the addresses.
+    Owner,
+    /// No master was heard for Master_Down_Interval since this node became backup.
+    NoMasterHeard,
+    /// The master this node followed stopped advertising for Master_Down_Interval.
+    MasterSilent(IpAddr),
+    /// The master sent priority 0 (it is stopping); this node took over after Skew_Time.
+    MasterStopped(IpAddr),
+    /// A master with a lower priority was advertising; this node preempted it.
+    Preempted { master: IpAddr, priority: u8 },
+    /// An advert with a higher priority (or an equal one from a higher address) arrived.
+    BetterMaster { master: IpAddr, priority: u8 },
+    /// Shutdown.
+    Shutdown,
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::NotStarted => f.write_str("not started"),
+            Cause::Startup => f.write_str("startup: waiting for a master"),
+            Cause::Owner => f.write_str("startup with priority 255: this node owns the addresses"),
+            Cause::NoMasterHeard => f.write_str("no master heard for Master_Down_Interval"),
+            Cause::MasterSilent(m) => write!(f, "master {m} silent for Master_Down_Interval"),
+            Cause::MasterStopped(m) => write!(f, "master {m} sent priority 0 (stopping)"),
+            Cause::Preempted { master, priority } => {
+                write!(
+                    f,
+                    "preempted master {master}, which has the lower priority {priority}"
+                )
+            }
+            Cause::BetterMaster { master, priority } => {
+                write!(
+                    f,
+                    "heard master {master} with priority {priority}, which wins the election"
+                )
+            }
+            Cause::Shutdown => f.write_str("shutdown"),
+        }
+    }
+}
+
 /// What the machine asks its IO layer to do, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -298,6 +347,10 @@ pub struct Machine {
     master: Option<(IpAddr, u8)>,
     actions: VecDeque<Action>,
     stats: Stats,
+    /// Why the current state was entered.
+    cause: Cause,
+    /// Why Master_Down_Timer will have fired, if it does: what a takeover is logged with.
+    down_cause: Cause,
 }
 
 fn centis(cs: u16) -> Duration {
@@ -328,6 +381,8 @@ impl Machine {
             master: None,
             actions: VecDeque::new(),
             stats: Stats::default(),
+            cause: Cause::NotStarted,
+            down_cause: Cause::NoMasterHeard,
             config,
         })
     }
@@ -343,6 +398,11 @@ impl Machine {
     /// The effective priority.
     pub fn priority(&self) -> u8 {
         self.priority
+    }
+
+    /// Why the machine entered its current state.
+    pub fn cause(&self) -> Cause {
+        self.cause
     }
 
     pub fn stats(&self) -> &Stats {
@@ -395,10 +455,13 @@ impl Machine {
             return;
         }
         if self.priority == PRIORITY_OWNER {
+            self.down_cause = Cause::Owner;
             self.become_master(now);
             return;
         }
         self.state = State::Backup;
+        self.cause = Cause::Startup;
+        self.down_cause = Cause::NoMasterHeard;
         self.master = None;
         self.master_adver_interval = self.advertisement_interval();
         self.master_down_timer = Some(after(now, self.master_down_interval()));
@@ -421,6 +484,7 @@ impl Machine {
             State::Backup => {}
         }
         self.state = State::Initialize;
+        self.cause = Cause::Shutdown;
         self.clear_timers();
         self.master = None;
         self.push(Action::Stopped);
@@ -460,12 +524,19 @@ impl Machine {
                 if prio == PRIORITY_STOP {
                     self.master_down_timer = Some(after(now, self.skew_time()));
                     self.master = None;
+                    self.down_cause = Cause::MasterStopped(src);
                 } else if self.accepts_master(now, prio) {
                     self.learn_interval(advert);
                     self.master_down_timer = Some(after(now, self.master_down_interval()));
                     self.master = Some((src, prio));
+                    self.down_cause = Cause::MasterSilent(src);
+                } else {
+                    // Preempting: let Master_Down_Timer run out.
+                    self.down_cause = Cause::Preempted {
+                        master: src,
+                        priority: prio,
+                    };
                 }
-                // Otherwise preempting: let Master_Down_Timer run out.
             }
             State::Master => {
                 if prio == PRIORITY_STOP {
@@ -476,6 +547,11 @@ impl Machine {
                 {
                     self.learn_interval(advert);
                     self.master = Some((src, prio));
+                    self.cause = Cause::BetterMaster {
+                        master: src,
+                        priority: prio,
+                    };
+                    self.down_cause = Cause::MasterSilent(src);
                     self.become_backup(now);
                 } else {
                     // Another master with a lower priority: answer at once so it yields on
@@ -638,6 +714,7 @@ impl Machine {
 
     fn become_master(&mut self, now: Instant) {
         self.state = State::Master;
+        self.cause = self.down_cause;
         self.stats.became_master += 1;
         self.master_down_timer = None;
         self.preempt_deadline = None;

@@ -1264,3 +1264,65 @@ fn vrrp_replay_split_brain() {
     );
     assert!(r.adverts().last().unwrap().0 < lb1_after_heal);
 }
+
+#[test]
+fn vrrp_every_transition_has_its_cause() {
+    let t = Instant::now();
+    let peer = v4("10.0.0.3");
+    let mut m = machine(config(100));
+    assert_eq!(m.cause(), Cause::NotStarted);
+    m.startup(t);
+    assert_eq!((m.state(), m.cause()), (State::Backup, Cause::Startup));
+    let t = t + secs(4);
+    m.handle_timeout(t);
+    assert_eq!(
+        (m.state(), m.cause()),
+        (State::Master, Cause::NoMasterHeard)
+    );
+
+    m.handle_advert(t, &advert(200, 100), peer).unwrap();
+    let better = Cause::BetterMaster {
+        master: peer,
+        priority: 200,
+    };
+    assert_eq!((m.state(), m.cause()), (State::Backup, better));
+    let t = t + secs(4);
+    m.handle_timeout(t);
+    assert_eq!(
+        (m.state(), m.cause()),
+        (State::Master, Cause::MasterSilent(peer))
+    );
+
+    m.handle_advert(t, &advert(200, 100), peer).unwrap();
+    m.handle_advert(t, &advert(0, 100), peer).unwrap();
+    let t = t + secs(1);
+    m.handle_timeout(t);
+    assert_eq!(
+        (m.state(), m.cause()),
+        (State::Master, Cause::MasterStopped(peer))
+    );
+
+    m.handle_advert(t, &advert(200, 100), peer).unwrap();
+    m.handle_advert(t, &advert(50, 100), peer).unwrap();
+    let t = t + secs(4);
+    m.handle_timeout(t);
+    let preempted = Cause::Preempted {
+        master: peer,
+        priority: 50,
+    };
+    assert_eq!((m.state(), m.cause()), (State::Master, preempted));
+    assert_eq!(
+        preempted.to_string(),
+        "preempted master 10.0.0.3, which has the lower priority 50"
+    );
+
+    m.shutdown(t);
+    assert_eq!((m.state(), m.cause()), (State::Initialize, Cause::Shutdown));
+
+    let mut owner = machine(config(255));
+    owner.startup(t);
+    assert_eq!(
+        (owner.state(), owner.cause()),
+        (State::Master, Cause::Owner)
+    );
+}
