@@ -1,7 +1,5 @@
 use std::collections::BTreeMap;
 
-use prometheus_client::metrics::histogram::Histogram;
-
 use super::*;
 use crate::control::{BackendStats, ReasonStats, VipStats};
 
@@ -48,11 +46,12 @@ fn vrrp(name: &str, state: &str) -> VrrpStatus {
 }
 
 fn snapshot() -> Snapshot {
-    let maglev_builds = Histogram::new([0.001, 0.01]);
-    maglev_builds.observe(0.0005);
-    maglev_builds.observe(0.005);
-    let durations = Histogram::new([0.001, 0.01]);
-    durations.observe(0.002);
+    let ms = |n: f64| std::time::Duration::from_secs_f64(n / 1e3);
+    let mut maglev_builds = Durations::new([0.001, 0.01]);
+    maglev_builds.observe(ms(0.5));
+    maglev_builds.observe(ms(5.0));
+    let mut durations = Durations::new([0.001, 0.01]);
+    durations.observe(ms(2.0));
     Snapshot {
         stats: StatsReport {
             vips: vec![VipStats {
@@ -88,6 +87,8 @@ fn snapshot() -> Snapshot {
             durations: Some(durations),
         }],
         maglev_builds,
+        backend_ids: Vec::new(),
+        flows: None,
     }
 }
 
