@@ -52,6 +52,9 @@ pub struct Snapshot {
     /// [`Snapshot::count_flows`] fills `active_flows` in with.
     pub backend_ids: Vec<Vec<u32>>,
     pub flows: Option<FlowReader>,
+    /// Every flow-table entry, those of removed backends included; set by
+    /// [`Snapshot::count_flows`]. Without it, the entries of configured backends are shown.
+    pub flow_entries: Option<u64>,
 }
 
 impl Snapshot {
@@ -64,6 +67,7 @@ impl Snapshot {
             .await
             .map_err(|e| format!("counting flows: {e}"))?
             .map_err(|e| format!("counting flows: {e:#}"))?;
+        self.flow_entries = Some(counts.values().sum());
         for (vip, ids) in self.stats.vips.iter_mut().zip(&self.backend_ids) {
             for (b, id) in vip.backends.iter_mut().zip(ids) {
                 b.active_flows = counts.get(id).copied().unwrap_or(0);
@@ -126,6 +130,7 @@ pub async fn gather(agent: &Agent, vrrp: &Vrrp, health: &HealthHandle) -> Result
         maglev_builds: agent.maglev_builds().clone(),
         backend_ids: agent.backend_ids(),
         flows: Some(flows),
+        flow_entries: None,
     })
 }
 
@@ -349,16 +354,17 @@ impl Collector for Snapshot {
                 )
             }),
         )?;
-        let entries: u64 = s
-            .vips
-            .iter()
-            .flat_map(|v| &v.backends)
-            .map(|b| b.active_flows)
-            .sum();
+        let entries: u64 = self.flow_entries.unwrap_or_else(|| {
+            s.vips
+                .iter()
+                .flat_map(|v| &v.backends)
+                .map(|b| b.active_flows)
+                .sum()
+        });
         gauges(
             &mut e,
             "lb_flow_table_entries",
-            "Flow-table entries pinned to a configured backend",
+            "Entries in the flow table",
             [(Labels::new(), clamp(entries))],
         )?;
         gauges(

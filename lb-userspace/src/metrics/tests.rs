@@ -89,6 +89,7 @@ fn snapshot() -> Snapshot {
         maglev_builds,
         backend_ids: Vec::new(),
         flows: None,
+        flow_entries: None,
     }
 }
 
