@@ -265,3 +265,29 @@ fn every_reason_is_documented() {
         );
     }
 }
+
+#[test]
+fn the_dashboard_queries_only_documented_metrics() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../../dist/grafana/lbd-dashboard.json")).unwrap();
+    let doc = include_str!("../../../docs/metrics.md");
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(exprs.len() > 10, "{exprs:?}");
+    for expr in &exprs {
+        let names = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("lb_"));
+        for name in names {
+            let family = name.trim_end_matches("_bucket");
+            assert!(
+                doc.contains(&format!("`{family}`")),
+                "{name} in {expr:?} is not in docs/metrics.md"
+            );
+        }
+    }
+}
