@@ -20,7 +20,7 @@ use lb_common::{
         VipInfo, VipKey, MAX_VIPS, MODE_DR, MODE_NAT, VIP_F_ALL_DOWN_PASS, VIP_F_SOURCE_AFFINITY,
     },
 };
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use serde::Serialize;
 use tracing::{info, warn};
 
@@ -37,6 +37,7 @@ use crate::{
     },
     layout::{IdPool, SlotPool},
     maglev::{self, BackendKey},
+    metrics::Durations,
     net::{format_mac, Link},
 };
 
@@ -101,7 +102,7 @@ pub struct Agent {
     health: HealthHandle,
     started: Instant,
     /// How long each Maglev table build took (`/metrics`).
-    maglev_builds: Histogram,
+    maglev_builds: Durations,
 }
 
 impl Agent {
@@ -142,7 +143,7 @@ impl Agent {
             started: Instant::now(),
             // 10 µs to about 2.6 s: a small table builds in microseconds, 1,000 backends
             // over 655,373 slots in tens of milliseconds.
-            maglev_builds: Histogram::new(exponential_buckets(0.00001, 4.0, 10)),
+            maglev_builds: Durations::new(exponential_buckets(0.00001, 4.0, 10)),
         };
         agent.write_settings()?;
         agent.apply(config)?;
@@ -153,8 +154,19 @@ impl Agent {
         &self.config
     }
 
+    /// A handle to walk the flow table on another thread ([`Agent::stats_with_flows`]).
+    pub fn flow_reader(&self) -> anyhow::Result<crate::dataplane::FlowReader> {
+        self.dp.flow_reader()
+    }
+
+    /// Backend ids of each VIP, in config order (parallel to the VIPs and backends of
+    /// [`Agent::stats`]).
+    pub fn backend_ids(&self) -> Vec<Vec<u32>> {
+        self.vips.iter().map(|v| v.backend_ids.clone()).collect()
+    }
+
     /// Durations of the Maglev table builds so far (a handle to the live histogram).
-    pub fn maglev_builds(&self) -> &Histogram {
+    pub fn maglev_builds(&self) -> &Durations {
         &self.maglev_builds
     }
 
@@ -403,7 +415,7 @@ impl Agent {
         }
         let started = Instant::now();
         let table = maglev_table(v, seed, |id| self.state_of(id) == HealthState::Up);
-        self.maglev_builds.observe(started.elapsed().as_secs_f64());
+        self.maglev_builds.observe(started.elapsed());
         self.dp.write_table(v.info.table_offset, &table)
     }
 
@@ -806,7 +818,12 @@ impl Agent {
     }
 
     pub fn stats(&self) -> anyhow::Result<StatsReport> {
-        let flows = self.dp.flows_per_backend()?;
+        self.stats_with_flows(&self.dp.flows_per_backend()?)
+    }
+
+    /// [`Agent::stats`] with flow-table entries per backend id counted by the caller
+    /// (from a [`Agent::flow_reader`], off the agent's loop).
+    pub fn stats_with_flows(&self, flows: &HashMap<u32, u64>) -> anyhow::Result<StatsReport> {
         let mut vips = Vec::with_capacity(self.vips.len());
         for v in &self.vips {
             let c = self.dp.vip_counter(v.info.id)?;

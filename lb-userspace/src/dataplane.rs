@@ -298,15 +298,19 @@ impl Dataplane {
             .ebpf
             .map("FLOWS")
             .ok_or_else(|| anyhow!("map FLOWS missing from the XDP object"))?;
-        let mut counts = std::collections::HashMap::new();
-        // Entries evicted while we walk end the walk early or are skipped: an estimate.
-        for (_, entry) in HashMap::<_, FlowKey, FlowEntry>::try_from(m)?
-            .iter()
-            .flatten()
-        {
-            *counts.entry(entry.backend_id).or_default() += 1;
-        }
-        Ok(counts)
+        count_flows(m)
+    }
+
+    /// A read-only handle on the flow table with a file descriptor of its own, so a long
+    /// walk can run on another thread while the agent's loop (and VRRP in it) goes on.
+    pub fn flow_reader(&self) -> anyhow::Result<FlowReader> {
+        let Some(aya::maps::Map::LruHashMap(m)) = self.ebpf.map("FLOWS") else {
+            bail!("map FLOWS missing from the XDP object, or not an LRU hash");
+        };
+        let id = m.info()?.id();
+        Ok(FlowReader(aya::maps::Map::LruHashMap(MapData::from_id(
+            id,
+        )?)))
     }
 
     /// What the configuration maps hold, in a comparable form: the VIP entries, every
@@ -465,6 +469,29 @@ fn program(ebpf: &mut Ebpf) -> anyhow::Result<&mut Xdp> {
         .ok_or_else(|| anyhow!("program {PROGRAM} missing from the XDP object"))?
         .try_into()
         .context("program type")
+}
+
+/// See [`Dataplane::flow_reader`]. It only reads.
+#[derive(Debug)]
+pub struct FlowReader(aya::maps::Map);
+
+impl FlowReader {
+    /// [`Dataplane::flows_per_backend`], from this handle.
+    pub fn flows_per_backend(&self) -> anyhow::Result<std::collections::HashMap<u32, u64>> {
+        count_flows(&self.0)
+    }
+}
+
+fn count_flows(m: &aya::maps::Map) -> anyhow::Result<std::collections::HashMap<u32, u64>> {
+    let mut counts = std::collections::HashMap::new();
+    // Entries evicted while we walk end the walk early or are skipped: an estimate.
+    for (_, entry) in HashMap::<_, FlowKey, FlowEntry>::try_from(m)?
+        .iter()
+        .flatten()
+    {
+        *counts.entry(entry.backend_id).or_default() += 1;
+    }
+    Ok(counts)
 }
 
 /// Makes a verifier rejection readable: aya puts the verifier log in the error's Debug.

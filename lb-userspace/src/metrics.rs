@@ -7,19 +7,26 @@
 //! `lbctl stats` reads them), plus the live histograms of Maglev builds and health-check
 //! durations. [`render`] turns a snapshot into the OpenMetrics text, without IO, so the
 //! format is unit-tested on made-up snapshots.
+//!
+//! The flow table is the exception: walking it costs a system call per entry (about a second
+//! per million), and lbd's loop also runs VRRP, whose timers must not wait for a scrape. So
+//! the loop hands out a reader with its own file descriptor, and [`Snapshot::count_flows`]
+//! walks the table on a blocking thread.
 
 use std::{fmt, net::IpAddr};
 
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric as _},
-    metrics::{counter::ConstCounter, gauge::ConstGauge, histogram::Histogram, MetricType},
+    encoding::DescriptorEncoder,
+    encoding::{EncodeMetric, MetricEncoder, NoLabelSet},
+    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
     registry::{Registry, Unit},
 };
 
 use crate::{
     agent::Agent,
     control::{StatsReport, VrrpStatus},
+    dataplane::FlowReader,
     health::{Health, HealthHandle},
     vrrp::instance::Vrrp,
 };
@@ -40,7 +47,34 @@ pub struct Snapshot {
     pub vrrp: Vec<VrrpStatus>,
     /// Backends of VIPs with a health check.
     pub checks: Vec<CheckedBackend>,
-    pub maglev_builds: Histogram,
+    pub maglev_builds: Durations,
+    /// Backend ids, parallel to `stats.vips[i].backends`; with `flows`, what
+    /// [`Snapshot::count_flows`] fills `active_flows` in with.
+    pub backend_ids: Vec<Vec<u32>>,
+    pub flows: Option<FlowReader>,
+    /// Every flow-table entry, those of removed backends included; set by
+    /// [`Snapshot::count_flows`]. Without it, the entries of configured backends are shown.
+    pub flow_entries: Option<u64>,
+}
+
+impl Snapshot {
+    /// Counts each backend's flow-table entries into `stats`, off the calling thread.
+    pub async fn count_flows(mut self) -> Result<Snapshot, String> {
+        let Some(reader) = self.flows.take() else {
+            return Ok(self);
+        };
+        let counts = tokio::task::spawn_blocking(move || reader.flows_per_backend())
+            .await
+            .map_err(|e| format!("counting flows: {e}"))?
+            .map_err(|e| format!("counting flows: {e:#}"))?;
+        self.flow_entries = Some(counts.values().sum());
+        for (vip, ids) in self.stats.vips.iter_mut().zip(&self.backend_ids) {
+            for (b, id) in vip.backends.iter_mut().zip(ids) {
+                b.active_flows = counts.get(id).copied().unwrap_or(0);
+            }
+        }
+        Ok(self)
+    }
 }
 
 /// A health-checked backend.
@@ -53,15 +87,21 @@ pub struct CheckedBackend {
     pub checks: u64,
     pub consecutive_failures: u32,
     /// None until its first check returned.
-    pub durations: Option<Histogram>,
+    pub durations: Option<Durations>,
 }
 
-/// Builds a snapshot. Runs on lbd's loop, which owns the agent: it reads, never writes.
+/// Builds a snapshot, flows not counted yet ([`Snapshot::count_flows`]). Runs on lbd's
+/// loop, which owns the agent: it reads, never writes.
 pub async fn gather(agent: &Agent, vrrp: &Vrrp, health: &HealthHandle) -> Result<Snapshot, String> {
     let stats = agent
-        .stats()
+        .stats_with_flows(&Default::default())
         .map_err(|e| format!("reading counters: {e:#}"))?;
+    let flows = agent
+        .flow_reader()
+        .map_err(|e| format!("opening the flow table: {e:#}"))?;
     let names = agent.backend_names();
+    // Copied before the health snapshot: a check is timed after it is counted, so a
+    // histogram never shows more checks than `lb_health_checks_total`.
     let mut durations = health.check_durations();
     let statuses = health
         .snapshot()
@@ -88,7 +128,61 @@ pub async fn gather(agent: &Agent, vrrp: &Vrrp, health: &HealthHandle) -> Result
         vrrp: vrrp.status(),
         checks,
         maglev_builds: agent.maglev_builds().clone(),
+        backend_ids: agent.backend_ids(),
+        flows: Some(flows),
+        flow_entries: None,
     })
+}
+
+/// A histogram of durations as plain data: a snapshot is a copy, so what a scrape shows is
+/// what it was when gathered (a check counted in `lb_health_checks_total` and its duration
+/// come from the same instant).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Durations {
+    /// (upper bound in seconds, observations in this bucket only); the last bound is +Inf.
+    buckets: Vec<(f64, u64)>,
+    sum: f64,
+    count: u64,
+}
+
+impl Durations {
+    /// Buckets with these upper bounds (seconds, ascending), and one for the rest.
+    pub fn new(bounds: impl IntoIterator<Item = f64>) -> Durations {
+        let buckets = bounds
+            .into_iter()
+            .filter(|b| b.is_finite())
+            .chain([f64::INFINITY])
+            .map(|b| (b, 0))
+            .collect();
+        Durations {
+            buckets,
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    pub fn observe(&mut self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        self.sum += secs;
+        self.count += 1;
+        if let Some(b) = self.buckets.iter_mut().find(|(bound, _)| secs <= *bound) {
+            b.1 += 1;
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+impl EncodeMetric for Durations {
+    fn encode(&self, mut encoder: MetricEncoder) -> fmt::Result {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 /// The OpenMetrics text exposition of `snapshot`, `# EOF` included.
@@ -260,16 +354,17 @@ impl Collector for Snapshot {
                 )
             }),
         )?;
-        let entries: u64 = s
-            .vips
-            .iter()
-            .flat_map(|v| &v.backends)
-            .map(|b| b.active_flows)
-            .sum();
+        let entries: u64 = self.flow_entries.unwrap_or_else(|| {
+            s.vips
+                .iter()
+                .flat_map(|v| &v.backends)
+                .map(|b| b.active_flows)
+                .sum()
+        });
         gauges(
             &mut e,
             "lb_flow_table_entries",
-            "Flow-table entries pinned to a configured backend",
+            "Entries in the flow table",
             [(Labels::new(), clamp(entries))],
         )?;
         gauges(

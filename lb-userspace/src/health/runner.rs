@@ -22,7 +22,7 @@ use futures::{
     stream::FuturesUnordered,
     FutureExt, StreamExt,
 };
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -33,6 +33,7 @@ use super::{
     },
     spec::{CheckError, CheckSpec, ErrorKind},
 };
+use crate::metrics::Durations;
 
 #[cfg(test)]
 mod tests;
@@ -79,7 +80,7 @@ pub struct HealthHandle {
 /// How long each backend's checks took (those that returned a result; a check the scheduler
 /// gave up on is not timed). Shared with the metrics endpoint, which reads it on every
 /// scrape: the runner's loop is not interrupted for it.
-pub type CheckDurations = Arc<Mutex<HashMap<BackendId, Histogram>>>;
+pub type CheckDurations = Arc<Mutex<HashMap<BackendId, Durations>>>;
 
 /// Buckets of the check-duration histograms, in seconds: 0.5 ms to about 8 s.
 fn duration_buckets() -> impl Iterator<Item = f64> {
@@ -225,8 +226,15 @@ impl HealthRunner {
                     // Aborted checks were already given up on.
                     for (ticket, result, took) in finished.into_iter().flatten() {
                         aborts.remove(&ticket);
-                        self.observe(ticket, took);
-                        if let Some(transition) = self.scheduler.on_result(now, ticket, result) {
+                        // Only results the scheduler still waits for: one for a removed
+                        // backend would bring its histogram back. Recorded after the result
+                        // is counted, so a histogram never holds more than `checks`.
+                        let awaited = self.scheduler.is_running(ticket);
+                        let transition = self.scheduler.on_result(now, ticket, result);
+                        if awaited {
+                            self.observe(ticket.backend(), took);
+                        }
+                        if let Some(transition) = transition {
                             self.emit(transition).await;
                         }
                     }
@@ -262,18 +270,14 @@ impl HealthRunner {
         }
     }
 
-    /// Only results the scheduler still waits for: one for a removed backend would bring
-    /// its histogram back.
-    fn observe(&self, ticket: Ticket, took: Duration) {
-        if self.scheduler.is_running(ticket) {
-            self.lock_durations()
-                .entry(ticket.backend())
-                .or_insert_with(|| Histogram::new(duration_buckets()))
-                .observe(took.as_secs_f64());
-        }
+    fn observe(&self, id: BackendId, took: Duration) {
+        self.lock_durations()
+            .entry(id)
+            .or_insert_with(|| Durations::new(duration_buckets()))
+            .observe(took);
     }
 
-    fn lock_durations(&self) -> std::sync::MutexGuard<'_, HashMap<BackendId, Histogram>> {
+    fn lock_durations(&self) -> std::sync::MutexGuard<'_, HashMap<BackendId, Durations>> {
         // Nothing can panic while holding it, but a poisoned map of histograms is still usable.
         self.durations.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -327,8 +331,8 @@ impl HealthHandle {
             .map_err(|UnknownBackend(id)| HandleError::UnknownBackend(id))
     }
 
-    /// Each checked backend's check durations so far (handles to the live histograms).
-    pub fn check_durations(&self) -> HashMap<BackendId, Histogram> {
+    /// Each checked backend's check durations so far (a copy).
+    pub fn check_durations(&self) -> HashMap<BackendId, Durations> {
         self.durations
             .lock()
             .unwrap_or_else(|e| e.into_inner())

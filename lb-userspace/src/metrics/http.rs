@@ -23,7 +23,7 @@ pub type Scrape = oneshot::Sender<Result<Snapshot, String>>;
 const MAX_HEAD: usize = 8 * 1024;
 /// Time a client has to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time lbd's loop has to answer (it may be walking a large flow table).
+/// Time lbd's loop has to answer (it walks nothing long: the flow table is walked here).
 const GATHER_TIMEOUT: Duration = Duration::from_secs(20);
 /// Connections served at once; more are closed unanswered.
 const MAX_CONNECTIONS: usize = 16;
@@ -86,21 +86,22 @@ async fn scrape(agent: &mpsc::Sender<Scrape>) -> Response {
     if agent.send(tx).await.is_err() {
         return Response::error(503, "Service Unavailable", "lbd is shutting down\n");
     }
-    match tokio::time::timeout(GATHER_TIMEOUT, rx).await {
-        Ok(Ok(Ok(snapshot))) => Response {
+    let unavailable = |why: &str| Response::error(503, "Service Unavailable", why);
+    let snapshot = match tokio::time::timeout(GATHER_TIMEOUT, rx).await {
+        Ok(Ok(Ok(snapshot))) => snapshot.count_flows().await,
+        Ok(Ok(Err(e))) => Err(e),
+        Ok(Err(_)) => return unavailable("lbd is shutting down\n"),
+        Err(_) => return unavailable("lbd did not answer within 20 s\n"),
+    };
+    match snapshot {
+        Ok(snapshot) => Response {
             status: (200, "OK"),
             content_type: CONTENT_TYPE,
             body: render(snapshot).into_bytes(),
             allow: false,
             head_only: false,
         },
-        Ok(Ok(Err(e))) => Response::error(500, "Internal Server Error", &format!("{e}\n")),
-        Ok(Err(_)) => Response::error(503, "Service Unavailable", "lbd is shutting down\n"),
-        Err(_) => Response::error(
-            503,
-            "Service Unavailable",
-            "lbd did not answer within 20 s\n",
-        ),
+        Err(e) => Response::error(500, "Internal Server Error", &format!("{e}\n")),
     }
 }
 

@@ -1,7 +1,5 @@
 use std::collections::BTreeMap;
 
-use prometheus_client::metrics::histogram::Histogram;
-
 use super::*;
 use crate::control::{BackendStats, ReasonStats, VipStats};
 
@@ -48,11 +46,12 @@ fn vrrp(name: &str, state: &str) -> VrrpStatus {
 }
 
 fn snapshot() -> Snapshot {
-    let maglev_builds = Histogram::new([0.001, 0.01]);
-    maglev_builds.observe(0.0005);
-    maglev_builds.observe(0.005);
-    let durations = Histogram::new([0.001, 0.01]);
-    durations.observe(0.002);
+    let ms = |n: f64| std::time::Duration::from_secs_f64(n / 1e3);
+    let mut maglev_builds = Durations::new([0.001, 0.01]);
+    maglev_builds.observe(ms(0.5));
+    maglev_builds.observe(ms(5.0));
+    let mut durations = Durations::new([0.001, 0.01]);
+    durations.observe(ms(2.0));
     Snapshot {
         stats: StatsReport {
             vips: vec![VipStats {
@@ -88,6 +87,9 @@ fn snapshot() -> Snapshot {
             durations: Some(durations),
         }],
         maglev_builds,
+        backend_ids: Vec::new(),
+        flows: None,
+        flow_entries: None,
     }
 }
 
@@ -261,5 +263,31 @@ fn every_reason_is_documented() {
             doc.contains(&format!("`{name}`")),
             "reason {name} is not in docs/metrics.md"
         );
+    }
+}
+
+#[test]
+fn the_dashboard_queries_only_documented_metrics() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../../dist/grafana/lbd-dashboard.json")).unwrap();
+    let doc = include_str!("../../../docs/metrics.md");
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(exprs.len() > 10, "{exprs:?}");
+    for expr in &exprs {
+        let names = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("lb_"));
+        for name in names {
+            let family = name.trim_end_matches("_bucket");
+            assert!(
+                doc.contains(&format!("`{family}`")),
+                "{name} in {expr:?} is not in docs/metrics.md"
+            );
+        }
     }
 }
