@@ -41,7 +41,10 @@ struct LoadRow {
     backends: usize,
     interval_s: f64,
     seconds: f64,
+    /// Over the whole window.
     cpu_percent_of_one_core: f64,
+    /// Min / median / max over its 5-second parts: how steady the figure is.
+    cpu_percent_spread: [f64; 3],
     /// Baseline in the same run: CPU of 1,000 bare connect+close per second from a plain
     /// loop (the kernel's share of a TCP check, which no checker can avoid).
     bare_connect_cpu_percent: f64,
@@ -402,7 +405,12 @@ async fn thousand_backends(seconds: f64) -> anyhow::Result<LoadRow> {
         .map(|s| s.checks)
         .sum();
     let (cpu0, t0) = (cpu_seconds(), Instant::now());
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    let mut parts = Vec::new();
+    for _ in 0..(seconds / 5.0).ceil() as usize {
+        let (c, t) = (cpu_seconds(), Instant::now());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        parts.push((cpu_seconds() - c) / t.elapsed().as_secs_f64() * 100.0);
+    }
     let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
     let snapshot = handle
         .snapshot()
@@ -426,6 +434,7 @@ async fn thousand_backends(seconds: f64) -> anyhow::Result<LoadRow> {
         interval_s: 1.0,
         seconds: wall,
         cpu_percent_of_one_core: cpu / wall * 100.0,
+        cpu_percent_spread: spread(parts),
         bare_connect_cpu_percent: per_connect * (checks as f64 / wall) * 100.0,
         bare_connect_reset_cpu_percent: per_connect_reset * (checks as f64 / wall) * 100.0,
         rss_growth_mib,
@@ -485,8 +494,8 @@ pub fn run(out_dir: &Path, rounds: usize) -> anyhow::Result<()> {
         );
     }
     println!(
-        "\n1,000 TCP-checked backends every 1 s for {:.0} s: {:.2} % of one core (bare blocking connects alone, same rate: {:.2} % closed normally, {:.2} % closed with a reset), RSS +{:.1} MiB, {} checks",
-        load.seconds, load.cpu_percent_of_one_core, load.bare_connect_cpu_percent, load.bare_connect_reset_cpu_percent, load.rss_growth_mib, load.checks_completed
+        "\n1,000 TCP-checked backends every 1 s for {:.0} s: {:.2} % of one core (5 s parts: {:.2} / {:.2} / {:.2}; bare blocking connects alone, same rate: {:.2} % closed normally, {:.2} % closed with a reset), RSS +{:.1} MiB, {} checks",
+        load.seconds, load.cpu_percent_of_one_core, load.cpu_percent_spread[0], load.cpu_percent_spread[1], load.cpu_percent_spread[2], load.bare_connect_cpu_percent, load.bare_connect_reset_cpu_percent, load.rss_growth_mib, load.checks_completed
     );
     let report = serde_json::json!({ "benchmark": "health", "machine": crate::machine::describe(), "interval_ms": INTERVAL.as_millis(),
         "timeout_ms": TIMEOUT.as_millis(), "fall": FALL, "rise": RISE, "kinds": kinds, "load": load });
