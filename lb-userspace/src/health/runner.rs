@@ -5,8 +5,8 @@
 //!
 //! Checking a thousand backends every second must cost little more than the connects
 //! themselves, so the checks are futures polled inside the runner's own task (no task, no
-//! join handle per check), and the runner wakes once per [`TICK`] at most: checks that fall
-//! due within one tick start together.
+//! join handle per check), and the runner wakes once per tick at most: checks that fall due
+//! within one tick start together (see [`tick_for`]).
 
 use std::{
     collections::HashMap,
@@ -46,18 +46,26 @@ pub type Checker = Arc<
 /// Transitions buffered for a slow reader before the runner waits for it.
 const TRANSITION_BUFFER: usize = 1024;
 
-/// The runner's clock granularity: a check starts, or is failed at its deadline, at most
-/// this late. Far below any interval or timeout worth configuring (intervals are at least
-/// 100 ms), and it turns a thousand wake-ups a second into at most a hundred.
-pub const TICK: Duration = Duration::from_millis(10);
+/// The coarsest tick: checks of 1 s or more start at most 50 ms late.
+pub const MAX_TICK: Duration = Duration::from_millis(50);
+
+/// The runner's clock granularity for checks every `interval`: a check starts, or is failed
+/// at its deadline, at most a twentieth of its interval late (at least 1 ms, at most
+/// [`MAX_TICK`]). Waking once per tick instead of once per check is what keeps a thousand
+/// backends checked every second as cheap as their bare connects: the wake-ups, and the
+/// kernel's work around each, are shared by every check of a tick. The runner uses the tick
+/// of the shortest interval it was given.
+pub fn tick_for(interval: Duration) -> Duration {
+    (interval / 20).clamp(Duration::from_millis(1), MAX_TICK)
+}
 
 /// A finished check: its result and how long it took.
 type CheckResult = (Ticket, Result<(), CheckError>, Duration);
 
 /// `at` rounded up to the next tick after `origin`.
-fn on_tick(origin: Instant, at: Instant) -> Instant {
+fn on_tick(origin: Instant, at: Instant, tick: Duration) -> Instant {
     let since = at.saturating_duration_since(origin).as_nanos();
-    let tick = TICK.as_nanos();
+    let tick = tick.as_nanos();
     let ticks = since.div_ceil(tick);
     origin + Duration::from_nanos(u64::try_from(ticks * tick).unwrap_or(u64::MAX))
 }
@@ -67,6 +75,8 @@ pub struct HealthRunner {
     commands: mpsc::UnboundedReceiver<Command>,
     transitions: mpsc::Sender<Transition>,
     checker: Checker,
+    /// See [`tick_for`].
+    tick: Duration,
     durations: CheckDurations,
 }
 
@@ -150,6 +160,7 @@ impl HealthRunner {
             commands,
             transitions,
             checker,
+            tick: MAX_TICK,
             durations: durations.clone(),
         };
         (
@@ -204,7 +215,10 @@ impl HealthRunner {
                 aborts.insert(ticket, abort);
             }
 
-            let wake = self.scheduler.poll_timeout().map(|t| on_tick(origin, t));
+            let wake = self
+                .scheduler
+                .poll_timeout()
+                .map(|t| on_tick(origin, t, self.tick));
             if let Some(wake) = wake {
                 if armed != Some(wake) {
                     sleep.as_mut().reset(tokio::time::Instant::from_std(wake));
@@ -248,6 +262,7 @@ impl HealthRunner {
         let now = Instant::now();
         match command {
             Command::Add(id, target, spec) => {
+                self.tick = self.tick.min(tick_for(spec.interval));
                 self.scheduler.add_backend(now, id, target, spec);
             }
             Command::Remove(id) => {

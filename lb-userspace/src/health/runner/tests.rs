@@ -212,3 +212,17 @@ async fn a_panicking_checker_fails_the_check() {
     };
     assert_eq!(error.message, "the checker panicked (a bug in lbd)");
 }
+
+#[test]
+fn ticks_are_a_twentieth_of_the_interval_within_bounds() {
+    let ms = Duration::from_millis;
+    assert_eq!(tick_for(ms(10)), ms(1));
+    assert_eq!(tick_for(ms(100)), ms(5));
+    assert_eq!(tick_for(ms(1000)), ms(50));
+    assert_eq!(tick_for(ms(60_000)), MAX_TICK);
+    let origin = Instant::now();
+    assert_eq!(on_tick(origin, origin, ms(5)), origin);
+    assert_eq!(on_tick(origin, origin + ms(1), ms(5)), origin + ms(5));
+    assert_eq!(on_tick(origin, origin + ms(5), ms(5)), origin + ms(5));
+    assert_eq!(on_tick(origin, origin + ms(11), ms(5)), origin + ms(15));
+}
