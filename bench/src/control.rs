@@ -274,11 +274,11 @@ pub fn summary(dir: &Path) -> Result<()> {
         None => rows.push(("lbctl change".into(), "not measured".into(), String::new())),
     }
 
-    println!("Control plane (from {})", dir.display());
-    let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-    let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+    // Markdown, so it goes into bench/README.md as it is.
+    println!("Control plane (from {})\n", dir.display());
+    println!("| what | median | conditions |\n|---|---|---|");
     for (a, b, c) in &rows {
-        println!("{a:<w0$}  {b:<w1$}  {c}");
+        println!("| {a} | {b} | {c} |");
     }
     Ok(())
 }
