@@ -17,9 +17,10 @@
 //! A veth has no hardware queues, interrupts or DMA: a frame sent into it is handled by the
 //! receiving side's NAPI on the CPU that sent it. Each generator thread (pinned, one per
 //! CPU) therefore runs the whole path for its frames: generate, the balancer's program, the
-//! sink. 1 core is one such thread, 2 cores are two, each on its own veth queue. The
-//! figures are whole-path figures; the ratio to the baseline is the ratio a NIC would show
-//! only if the driver cost as much per frame as the generator and the sink together.
+//! sink. 1 core is one such thread, 2 cores are two, each on its own veth queue: whole-path
+//! figures. The dedicated layout threads the balancer's NAPI into a kthread alone on CPU 1
+//! (generator and sink on CPU 0) and counts that kthread's CPU time; one CPU of generator and
+//! sink cannot saturate the baseline there, so only the per-busy-core figures compare.
 
 use std::{
     collections::BTreeMap,
