@@ -19,7 +19,8 @@ usage: $0 -i DEV -d VIP -m LB_MAC [options]
   -S SRC_MIN    first source address (default 198.18.0.1, benchmarking range, RFC 2544)
   -E SRC_MAX    last source address (default 198.18.0.255)
   -P SPORTS     source ports MIN-MAX (default 1024-65535)
-  -b BURST      frames per xmit call (default 32; 1 if the driver has no xmit_more)
+  -b BURST      send each built frame BURST times in one driver call (default 1: pktgen's
+                burst repeats the same frame, so like -k it is faster but repeats each flow)
   -r RATE       per-thread rate limit in pps (default 0: as fast as possible)
   -k CLONE      send each built frame CLONE+1 times (default 0: a new flow every frame;
                 more is faster but repeats each flow)
@@ -28,7 +29,7 @@ USAGE
 }
 
 DEV= VIP= MAC= PORT=80 CPUS=0 SIZE=60 COUNT=10000000
-SRC_MIN=198.18.0.1 SRC_MAX=198.18.0.255 SPORTS=1024-65535 BURST=32 RATE=0 CLONE=0
+SRC_MIN=198.18.0.1 SRC_MAX=198.18.0.255 SPORTS=1024-65535 BURST=1 RATE=0 CLONE=0
 while getopts i:d:m:p:c:s:n:S:E:P:b:r:k:h opt; do
     case $opt in
     i) DEV=$OPTARG ;; d) VIP=$OPTARG ;; m) MAC=$OPTARG ;; p) PORT=$OPTARG ;;
