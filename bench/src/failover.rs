@@ -40,6 +40,8 @@ const PROBE_EVERY: Duration = Duration::from_millis(10);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(50);
 const VRID: u8 = 51;
 const CPU_WINDOW: Duration = Duration::from_secs(10);
+/// `--quick`: a shorter CPU window.
+const QUICK_CPU_WINDOW: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -520,9 +522,9 @@ fn cpu_time(pid: u32) -> Result<(Duration, Duration)> {
     Ok((d(user), d(user + system)))
 }
 
-/// CPU of both nodes' VRRP processes over [`CPU_WINDOW`]; `instances` 0 is lbd without
+/// CPU of both nodes' VRRP processes over `window`; `instances` 0 is lbd without
 /// VRRP (the idle agent's own cost).
-fn cpu(lab: &Lab, imp: Implementation, instances: usize) -> Result<CpuRow> {
+fn cpu(lab: &Lab, imp: Implementation, instances: usize, window: Duration) -> Result<CpuRow> {
     let interval = Duration::from_millis(10);
     let (a, b) = if instances == 0 {
         let pa = config_path(lab, 0, "lbd-forwarding", "")?;
@@ -546,7 +548,7 @@ fn cpu(lab: &Lab, imp: Implementation, instances: usize) -> Result<CpuRow> {
     let (pa, pb) = (pid(&a), pid(&b));
     let (a0, b0) = (cpu_time(pa)?, cpu_time(pb)?);
     let t0 = Instant::now();
-    std::thread::sleep(CPU_WINDOW);
+    std::thread::sleep(window);
     let wall = t0.elapsed();
     let (a1, b1) = (cpu_time(pa)?, cpu_time(pb)?);
     if instances > 0 {
@@ -572,7 +574,10 @@ fn cpu(lab: &Lab, imp: Implementation, instances: usize) -> Result<CpuRow> {
     })
 }
 
-pub fn run(out_dir: &Path, runs: usize) -> Result<()> {
+/// `quick`: the 100 ms and 10 ms cases only (1 s adverts make each failover take seconds)
+/// and a 2 s CPU window.
+pub fn run(out_dir: &Path, runs: usize, quick: bool) -> Result<()> {
+    let window = if quick { QUICK_CPU_WINDOW } else { CPU_WINDOW };
     let lab = Lab::builder()
         .backends(2)
         .lb_nodes(2)
@@ -601,6 +606,9 @@ pub fn run(out_dir: &Path, runs: usize) -> Result<()> {
         ),
     ];
     for (interval, event, imps) in cases {
+        if quick && interval >= Duration::from_secs(1) {
+            continue;
+        }
         for &imp in imps {
             let mut results = Vec::new();
             for run in 0..runs {
@@ -625,7 +633,7 @@ pub fn run(out_dir: &Path, runs: usize) -> Result<()> {
     }
     let mut cpu_rows = Vec::new();
     for (imp, n) in [(Lbd, 0), (Lbd, 1), (Lbd, 10), (Ka, 1)] {
-        cpu_rows.push(cpu(&lab, imp, n)?);
+        cpu_rows.push(cpu(&lab, imp, n, window)?);
     }
     drop(lab);
 
@@ -665,7 +673,7 @@ pub fn run(out_dir: &Path, runs: usize) -> Result<()> {
     }
     println!(
         "\nCPU with 10 ms adverts ({} s window, % of one core, user+system; user alone in brackets):",
-        CPU_WINDOW.as_secs()
+        window.as_secs()
     );
     for c in &cpu_rows {
         println!(

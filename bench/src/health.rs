@@ -464,7 +464,8 @@ pub fn serve_tcp(addr: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(out_dir: &Path, rounds: usize) -> anyhow::Result<()> {
+/// `load_seconds`: how long the 1,000-backend load is measured.
+pub fn run(out_dir: &Path, rounds: usize, load_seconds: f64) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -473,7 +474,7 @@ pub fn run(out_dir: &Path, rounds: usize) -> anyhow::Result<()> {
         for kind in ["tcp", "http", "udp", "exec"] {
             kinds.push(kind_latency(kind, rounds).await?);
         }
-        anyhow::Ok((kinds, thousand_backends(20.0).await?))
+        anyhow::Ok((kinds, thousand_backends(load_seconds).await?))
     })?;
     println!(
         "Health checks: detection and recovery (interval {} ms, timeout {} ms, fall {FALL}, rise {RISE}; {rounds} runs; min/median/max ms)",

@@ -131,6 +131,20 @@ pub fn run(out_dir: &Path, rounds: usize) -> anyhow::Result<()> {
                 changes.push(t.elapsed());
             }
             let change_ms = median(changes);
+            // The map holds the new table, read back through the same mapping the program
+            // reads (after the last round's write).
+            let expected: Vec<u32> = maglev::build(&smaller, size, SEED)
+                .into_iter()
+                .map(|i| i + 1)
+                .collect();
+            anyhow::ensure!(
+                dp.read_table(0, size) == expected,
+                "{n} backends, {size} slots: the map does not hold the table just written"
+            );
+            anyhow::ensure!(
+                slots_written > 0 && slots_written < size as usize,
+                "{n} backends, {size} slots: {slots_written} slots written for one backend removed"
+            );
             let syscalls: Vec<Duration> = (0..rounds.min(3))
                 .map(|_| {
                     let t = Instant::now();
@@ -141,8 +155,31 @@ pub fn run(out_dir: &Path, rounds: usize) -> anyhow::Result<()> {
                 })
                 .collect::<anyhow::Result<_>>()?;
 
+            for (i, &v) in before.iter().enumerate().step_by(997) {
+                anyhow::ensure!(
+                    raw_table.get(&(i as u32), 0)? == v,
+                    "slot {i} not rewritten by the syscall baseline"
+                );
+            }
+
             let after_remove = maglev::build(&smaller, size, SEED);
             let after_add = maglev::build(&bigger, size, SEED);
+            let (moved_remove, moved_add) = (
+                flows_moved(&before, &full, &after_remove, &smaller),
+                flows_moved(&before, &full, &after_add, &bigger),
+            );
+            // A removed backend's own flows must all move, a new one must get its share, and
+            // Maglev's collateral stays small.
+            for (moved, ideal, what) in [
+                (moved_remove, 1.0 / n as f64, "removed"),
+                (moved_add, 1.0 / (n as f64 + 1.0), "added"),
+            ] {
+                anyhow::ensure!(
+                    moved >= 0.9 * ideal && moved <= ideal + 0.02,
+                    "{n} backends, {size} slots, one {what}: {moved:.4} of the flows moved \
+                     (ideal {ideal:.4})"
+                );
+            }
             rows.push(Row {
                 backends: n,
                 table_size: size,
@@ -150,9 +187,9 @@ pub fn run(out_dir: &Path, rounds: usize) -> anyhow::Result<()> {
                 change_to_written_ms: change_ms,
                 slots_written,
                 syscall_rewrite_ms: median(syscalls),
-                flows_moved_remove_one: flows_moved(&before, &full, &after_remove, &smaller),
+                flows_moved_remove_one: moved_remove,
                 ideal_remove_one: 1.0 / n as f64,
-                flows_moved_add_one: flows_moved(&before, &full, &after_add, &bigger),
+                flows_moved_add_one: moved_add,
                 ideal_add_one: 1.0 / (n as f64 + 1.0),
             });
         }

@@ -30,6 +30,10 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub static HELPERS_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/helpers"));
 
+/// The packet-rate benchmark's generator (`pktgen`, run in live-frames mode) and sink
+/// (`pktsink`), with their maps.
+pub static PKTGEN_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pktgen"));
+
 /// The configuration maps in a comparable form (see [`Dataplane::snapshot`]).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MapSnapshot {

@@ -133,6 +133,8 @@ pub struct LabBuilder {
     fail_setup: bool,
     nat: bool,
     ipv6: bool,
+    lb_queues: u32,
+    lb_port_xdp_pass: bool,
 }
 
 impl Default for LabBuilder {
@@ -144,6 +146,8 @@ impl Default for LabBuilder {
             fail_setup: false,
             nat: false,
             ipv6: false,
+            lb_queues: 1,
+            lb_port_xdp_pass: true,
         }
     }
 }
@@ -181,6 +185,22 @@ impl LabBuilder {
     /// is held like the VIP, and [`Lab::lbd_config`] has the VIPs over IPv6 as well.
     pub fn ipv6(mut self) -> Self {
         self.ipv6 = true;
+        self
+    }
+
+    /// RX and TX queues of each load-balancer node's veth pair (default 1). veth spreads
+    /// XDP frames over its peer's queues by the sending CPU, so more queues let the
+    /// program run on more CPUs at once.
+    pub fn lb_queues(mut self, n: u32) -> Self {
+        self.lb_queues = n;
+        self
+    }
+
+    /// Whether the bridge-side end of each load-balancer node's veth gets the `xdp_pass`
+    /// program that native XDP_TX needs (default yes). Off for a caller that attaches a
+    /// program of its own there (the packet-rate benchmark's sink).
+    pub fn lb_port_xdp_pass(mut self, on: bool) -> Self {
+        self.lb_port_xdp_pass = on;
         self
     }
 
@@ -260,6 +280,8 @@ impl LabBuilder {
             floating_vip: self.floating_vip,
             nat: self.nat,
             ipv6: self.ipv6,
+            lb_queues: self.lb_queues,
+            lb_port_xdp_pass: self.lb_port_xdp_pass,
             xdp_pass: Vec::new(),
         };
         let prefix = lab.prefix.clone();
@@ -298,6 +320,8 @@ pub struct Lab {
     floating_vip: bool,
     nat: bool,
     ipv6: bool,
+    lb_queues: u32,
+    lb_port_xdp_pass: bool,
     // Declared last so it is dropped last: the links go away with the namespaces anyway,
     // and closing them afterwards is harmless.
     xdp_pass: Vec<aya::Ebpf>,
@@ -369,10 +393,21 @@ impl Lab {
             bridge.push("link set plbn master br1 up".to_owned());
         }
         for n in self.nodes() {
+            let queues = if self.lbs.iter().any(|l| l.ns == n.ns) && self.lb_queues > 1 {
+                let q = self.lb_queues;
+                (
+                    format!(" numrxqueues {q} numtxqueues {q}"),
+                    format!(" numrxqueues {q} numtxqueues {q}"),
+                )
+            } else {
+                Default::default()
+            };
             bridge.push(format!(
-                "link add {} type veth peer name eth0 address {} netns {}",
+                "link add {}{} type veth peer name eth0 address {}{} netns {}",
                 n.bridge_port,
+                queues.0,
                 mac_string(n.mac),
+                queues.1,
                 n.ns
             ));
             let is_backend = self.backends.iter().any(|b| b.node.ns == n.ns);
@@ -452,7 +487,7 @@ impl Lab {
 
         // Native XDP_TX frames from the balancer are dropped by the peer veth unless the
         // peer has an XDP program of its own.
-        for lb in &self.lbs {
+        for lb in self.lbs.iter().filter(|_| self.lb_port_xdp_pass) {
             let ebpf = attach_xdp_pass(&self.bridge_ns, &lb.bridge_port)?;
             self.xdp_pass.push(ebpf);
         }

@@ -8,7 +8,7 @@ use anyhow::Result;
 use crate::cmd::cmd;
 use crate::test::header;
 
-pub fn run(name: Option<OsString>, args: &[OsString]) -> Result<()> {
+pub fn run(name: Option<OsString>, quick: bool, args: &[OsString]) -> Result<()> {
     header("setup");
     crate::setup::run()?;
 
@@ -21,6 +21,7 @@ pub fn run(name: Option<OsString>, args: &[OsString]) -> Result<()> {
     cmd("cargo")
         .env("LB_BIN_DIR", crate::target_dir().join("release"))
         .args(["run", "--release", "-p", "lb-bench", "--"])
+        .args(quick.then_some("--quick"))
         .args(name)
         .args(args)
         .run()

@@ -56,6 +56,9 @@ enum Task {
     Bench {
         /// Which benchmark to run (passed to lb-bench; default: its own choice)
         name: Option<OsString>,
+        /// Reduced counts: every benchmark in under two minutes (results in bench/results/quick)
+        #[arg(long)]
+        quick: bool,
         /// Extra arguments for lb-bench, after `--`
         #[arg(last = true, value_name = "BENCH_ARGS")]
         args: Vec<OsString>,
@@ -69,7 +72,7 @@ fn main() -> ExitCode {
         Task::Setup => setup::run().map(drop),
         Task::Test { args } => test::run(&args),
         Task::Demo { args } => demo::run(&args),
-        Task::Bench { name, args } => bench::run(name, &args),
+        Task::Bench { name, quick, args } => bench::run(name, quick, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
