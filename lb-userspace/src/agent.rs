@@ -121,6 +121,9 @@ impl Agent {
             vips: Vec::new(),
             vrrp: config.vrrp.clone(),
         };
+        // Adopted maps already carry the MACs the previous run resolved; without them the
+        // first apply would rewrite every live backend entry as unresolved.
+        let macs = dp.backend_macs()?.into_iter().collect();
         let mut agent = Agent {
             vip_ids: IdPool::new(MAX_VIPS),
             backend_ids: IdPool::new(MAX_BACKENDS),
@@ -131,7 +134,7 @@ impl Agent {
             nat_links: Vec::new(),
             dp,
             vips: Vec::new(),
-            macs: HashMap::new(),
+            macs,
             states: HashMap::new(),
             health,
             started: Instant::now(),
@@ -147,6 +150,17 @@ impl Agent {
 
     pub fn ifindex(&self) -> u32 {
         self.link.index
+    }
+
+    /// The data plane, for reads (what was adopted, map ids, writes so far).
+    pub fn dataplane(&self) -> &Dataplane {
+        &self.dp
+    }
+
+    /// Hands the data plane back, for the way lbd stops: left for the next run, or
+    /// detached and unpinned.
+    pub fn into_dataplane(self) -> Dataplane {
+        self.dp
     }
 
     /// Registers the interfaces of `agent.nat_interfaces` (in config order): NAT may send
@@ -198,9 +212,15 @@ impl Agent {
             let old_ids: HashSet<u32> = before
                 .map(|b| b.backend_ids.iter().copied().collect())
                 .unwrap_or_default();
-            for &id in &v.backend_ids {
+            for (b, &id) in v.config.backends.iter().zip(&v.backend_ids) {
                 if !old_ids.contains(&id) {
-                    self.dp.reset_backend_counter(id)?;
+                    // An entry adopted from a previous run keeps its counters.
+                    let adopted = self.dp.backend(id).is_some_and(|e| {
+                        e.flags & BACKEND_F_PRESENT != 0 && e.addr == addr::from_ip(b.address)
+                    });
+                    if !adopted {
+                        self.dp.reset_backend_counter(id)?;
+                    }
                     summary.backends_added += 1;
                 }
             }
@@ -208,7 +228,9 @@ impl Agent {
             summary.slots_written += self.sync_vip(v, new.agent.hash_seed)?;
             match before {
                 None => {
-                    self.dp.reset_vip_counter(v.info.id)?;
+                    if self.dp.vip(&v.key).map(|i| i.id) != Some(v.info.id) {
+                        self.dp.reset_vip_counter(v.info.id)?;
+                    }
                     summary.vips_added += 1;
                     info!(vip = %v.config.name, address = %v.config.address, port = v.config.port, protocol = %v.config.protocol,
                           backends = v.config.backends.len(), table_size = v.info.table_size, "VIP added");
@@ -753,6 +775,8 @@ impl Agent {
             vips: self.vips.len(),
             backends: self.vips.iter().map(|v| v.backend_ids.len()).sum(),
             unresolved_backends: self.unresolved().len(),
+            adopted: self.dp.adoption().clone(),
+            map_writes: self.dp.writes(),
             vrrp: Vec::new(),
         }
     }

@@ -409,6 +409,24 @@ impl Machine {
         self.push(Action::Notify(State::Backup));
     }
 
+    /// Startup of a node that was master a moment ago and never gave the role up: a
+    /// restarted agent that found its program still attached and the virtual addresses
+    /// still on the interface. RFC 5798 has no such event; its closest reading is that
+    /// the router never left Master, so it becomes master at once and advertises
+    /// immediately. Backups whose Master_Down_Timer is still running restart it on that
+    /// advert and never notice; if one already took over (the restart came later than
+    /// Master_Down_Interval), the two masters meet and the ordinary rules pick one: a
+    /// higher priority, or an equal one from a higher address, makes this node yield at
+    /// the other's next advert, and the loser announces nothing further. Ignored unless
+    /// in Initialize.
+    pub fn resume_master(&mut self, now: Instant) {
+        if self.state != State::Initialize {
+            self.pull_back_timers(now);
+            return;
+        }
+        self.become_master(now);
+    }
+
     /// Shutdown event: a master sends a priority-0 advert (so a backup takes over after
     /// Skew_Time instead of Master_Down_Interval) and removes the addresses; every timer stops.
     pub fn shutdown(&mut self, _now: Instant) {
