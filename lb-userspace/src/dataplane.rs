@@ -36,6 +36,12 @@ pub use pins::{cleanup, Adoption, Cleanup, MAP_VERSIONS};
 /// The compiled XDP object (built by build.rs from the `lb-ebpf` crate).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
 
+/// The same program built as `lb_next`: different instructions, same maps and behaviour.
+/// Only for tests of upgrades (lbd never references it, so it is not in the binary).
+#[doc(hidden)]
+pub static NEXT_OBJECT_FOR_TESTS: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb_next"));
+
 /// Helper programs (`xdp_pass`, `xdp_tx_baseline`) in an object without maps.
 pub static HELPERS_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/helpers"));

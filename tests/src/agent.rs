@@ -103,6 +103,7 @@ impl<'lab> LbdGuard<'lab> {
         config: &Path,
         log: &Path,
         ready: Ready,
+        env: &[(&str, &std::ffi::OsStr)],
     ) -> Result<LbdGuard<'lab>> {
         let bin = lbd_binary();
         let socket = control_socket_of(config)?
@@ -118,6 +119,7 @@ impl<'lab> LbdGuard<'lab> {
             .arg(&bin)
             .arg("--config")
             .arg(config)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

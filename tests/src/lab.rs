@@ -326,6 +326,7 @@ impl Lab {
         fs::create_dir(&self.dir)
             .with_context(|| format!("creating lab directory {}", self.dir.display()))?;
         self.teardown.state().dir = Some(self.dir.clone());
+        self.teardown.state().pin_dirs = self.lbs.iter().map(|n| pin_dir_of(&n.ns)).collect();
 
         let mut namespaces = vec![self.bridge_ns.clone()];
         namespaces.extend(self.nodes().map(|n| n.ns.clone()));
@@ -646,6 +647,13 @@ impl Lab {
         self.dir.join(format!("lbd-{}.sock", self.lbs[node].role))
     }
 
+    /// Where the agent on load-balancer node `node` pins its maps and links, per
+    /// [`Lab::lbd_config`]: on bpffs, which is global, so named after the lab's prefix.
+    /// Removed on teardown (links detached first), whatever the agent left there.
+    pub fn pin_dir(&self, node: usize) -> PathBuf {
+        pin_dir_of(&self.lbs[node].ns)
+    }
+
     /// An agent config for load-balancer node `node`: native XDP on `eth0`, the control
     /// socket in the lab directory, and VIP:80 over TCP (`web`) and UDP (`web-udp`) to
     /// every backend with weight 1.
@@ -658,6 +666,7 @@ impl Lab {
     pub fn lbd_config_with(&self, node: usize, backends: &[(Ipv4Addr, u32)]) -> String {
         render_lbd_config(
             &self.control_socket(node),
+            &self.pin_dir(node),
             backends,
             LabKind {
                 nat: self.nat,
@@ -691,7 +700,7 @@ impl Lab {
     pub fn start_lbd_on(&self, node: usize, config: &Path) -> Result<LbdGuard<'_>> {
         let n = &self.lbs[node];
         let log = self.dir.join(format!("lbd-{}.log", n.role));
-        LbdGuard::start(self, &n.ns, config, &log, Ready::Attached)
+        LbdGuard::start(self, &n.ns, config, &log, Ready::Attached, &[])
     }
 
     /// Starts the agent on node `node` and waits until it answers on its control socket,
@@ -699,7 +708,20 @@ impl Lab {
     pub fn spawn_lbd_on(&self, node: usize, config: &Path) -> Result<LbdGuard<'_>> {
         let n = &self.lbs[node];
         let log = self.dir.join(format!("lbd-{}.log", n.role));
-        LbdGuard::start(self, &n.ns, config, &log, Ready::Answering)
+        LbdGuard::start(self, &n.ns, config, &log, Ready::Answering, &[])
+    }
+
+    /// [`Lab::spawn_lbd_on`] with extra environment variables for the agent (e.g.
+    /// `LBD_XDP_OBJECT`, another program to load).
+    pub fn spawn_lbd_with_env(
+        &self,
+        node: usize,
+        config: &Path,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Result<LbdGuard<'_>> {
+        let n = &self.lbs[node];
+        let log = self.dir.join(format!("lbd-{}.log", n.role));
+        LbdGuard::start(self, &n.ns, config, &log, Ready::Answering, env)
     }
 
     /// The addresses on `ifname` in `ns`.
@@ -746,14 +768,21 @@ struct LabKind {
 
 /// VIP:80 over TCP (`web`) and UDP (`web-udp`), and with IPv6 the same on the VIP's twin
 /// (`web6`, `web6-udp`, to the backends' twins); NAT VIPs to port 8080 in a NAT lab.
-fn render_lbd_config(control_socket: &Path, backends: &[(Ipv4Addr, u32)], kind: LabKind) -> String {
+fn render_lbd_config(
+    control_socket: &Path,
+    pin_dir: &Path,
+    backends: &[(Ipv4Addr, u32)],
+    kind: LabKind,
+) -> String {
     let mut s = format!(
         "[agent]\n\
          interface = \"eth0\"\n\
          xdp_mode = \"native\"\n\
          hash_seed = 0\n\
-         control_socket = \"{}\"\n",
-        control_socket.display()
+         control_socket = \"{}\"\n\
+         pin_dir = \"{}\"\n",
+        control_socket.display(),
+        pin_dir.display()
     );
     if kind.nat {
         s.push_str("nat_interfaces = [\"eth1\"]\n");
@@ -789,6 +818,11 @@ fn render_lbd_config(control_socket: &Path, backends: &[(Ipv4Addr, u32)], kind: 
     s
 }
 
+/// `/sys/fs/bpf/<namespace>`: unique as long as the namespace name is.
+fn pin_dir_of(ns: &str) -> PathBuf {
+    Path::new("/sys/fs/bpf").join(ns)
+}
+
 fn attach_xdp_pass(ns: &str, ifname: &str) -> Result<aya::Ebpf> {
     netns::run_in(ns, || {
         let mut ebpf = aya::Ebpf::load(lb_userspace::dataplane::HELPERS_OBJECT)
@@ -820,6 +854,8 @@ pub(crate) struct TeardownState {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     dir: Option<PathBuf>,
+    /// The agents' pin directories on bpffs (global, so they outlive the namespaces).
+    pin_dirs: Vec<PathBuf>,
 }
 
 static LABS: Mutex<Vec<Weak<Teardown>>> = Mutex::new(Vec::new());
@@ -875,6 +911,13 @@ impl Teardown {
         st.stop.store(true, Ordering::Relaxed);
         for t in std::mem::take(&mut st.threads) {
             let _ = t.join();
+        }
+        // After the agents are gone, before the namespaces: a killed agent's pinned
+        // links are still attached to the lab's interfaces.
+        for dir in std::mem::take(&mut st.pin_dirs) {
+            if let Err(e) = lb_userspace::dataplane::cleanup(&dir) {
+                eprintln!("lab teardown: removing the pins in {}: {e:#}", dir.display());
+            }
         }
         for ns in std::mem::take(&mut st.namespaces) {
             if let Err(e) = netns::del(&ns) {
@@ -966,10 +1009,17 @@ mod tests {
     fn the_generated_agent_config_is_valid_for_the_agent() {
         let backends = [FIRST_BACKEND_ADDR, offset(FIRST_BACKEND_ADDR, 1)];
         let weighted: Vec<_> = backends.iter().map(|&b| (b, 2)).collect();
-        let text = render_lbd_config(Path::new("/tmp/x/lbd.sock"), &weighted, LabKind::default());
+        let pins = Path::new("/sys/fs/bpf/x");
+        let text = render_lbd_config(
+            Path::new("/tmp/x/lbd.sock"),
+            pins,
+            &weighted,
+            LabKind::default(),
+        );
         let config = lb_userspace::config::parse(&text).unwrap_or_else(|d| panic!("{d:?}\n{text}"));
         assert_eq!(config.agent.interface, "eth0");
         assert_eq!(config.agent.control_socket, Path::new("/tmp/x/lbd.sock"));
+        assert_eq!(config.agent.pin_dir, pins);
         assert_eq!(config.vips.len(), 2);
         for v in &config.vips {
             assert_eq!(v.address, std::net::IpAddr::V4(VIP));
@@ -982,7 +1032,7 @@ mod tests {
             nat: true,
             ipv6: true,
         };
-        let text = render_lbd_config(Path::new("/tmp/x/lbd.sock"), &weighted, kind);
+        let text = render_lbd_config(Path::new("/tmp/x/lbd.sock"), pins, &weighted, kind);
         let config = lb_userspace::config::parse(&text).unwrap_or_else(|d| panic!("{d:?}\n{text}"));
         assert_eq!(config.agent.nat_interfaces, ["eth1"]);
         assert_eq!(config.vips.len(), 4);
