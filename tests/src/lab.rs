@@ -326,6 +326,7 @@ impl Lab {
         fs::create_dir(&self.dir)
             .with_context(|| format!("creating lab directory {}", self.dir.display()))?;
         self.teardown.state().dir = Some(self.dir.clone());
+        ensure_pin_root()?;
         self.teardown.state().pin_dirs = self.lbs.iter().map(|n| pin_dir_of(&n.ns)).collect();
 
         let mut namespaces = vec![self.bridge_ns.clone()];
@@ -749,6 +750,26 @@ impl Lab {
         Ok(v.get(0).and_then(|l| l.get("xdp")).is_some())
     }
 
+    /// The kernel id of the XDP program attached to `ifname` in `ns`, if any.
+    pub fn xdp_program_id(ns: &str, ifname: &str) -> Result<Option<u32>> {
+        let out = netns::ip(ns, &["-j", "-d", "link", "show", "dev", ifname])?;
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .with_context(|| format!("parsing `ip -j link` in {ns}: {out}"))?;
+        let Some(xdp) = v.get(0).and_then(|l| l.get("xdp")) else {
+            return Ok(None);
+        };
+        // One program: {"mode":..,"prog":{..}}; several modes at once: {"attached":[..]}.
+        let prog = xdp.get("prog").or_else(|| {
+            xdp.get("attached")
+                .and_then(|a| a.get(0))
+                .and_then(|a| a.get("prog"))
+        });
+        Ok(prog
+            .and_then(|p| p.get("id"))
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|id| u32::try_from(id).ok()))
+    }
+
     pub(crate) fn teardown(&self) -> &Arc<Teardown> {
         &self.teardown
     }
@@ -818,9 +839,41 @@ fn render_lbd_config(
     s
 }
 
-/// `/sys/fs/bpf/<namespace>`: unique as long as the namespace name is.
+/// Where the lab's agents pin. Not `/sys/fs/bpf`: `ip netns exec` mounts a sysfs of the
+/// namespace over `/sys`, which hides the host's bpffs from the agent. A bpffs of the labs'
+/// own outside `/sys` is seen the same from inside and outside the namespaces.
+pub const PIN_ROOT: &str = "/run/lb-tests/bpf";
+
+/// `PIN_ROOT/<namespace>`: unique as long as the namespace name is.
 fn pin_dir_of(ns: &str) -> PathBuf {
-    Path::new("/sys/fs/bpf").join(ns)
+    Path::new(PIN_ROOT).join(ns)
+}
+
+/// Mounts a bpffs at [`PIN_ROOT`] unless one is there; under a lock, so labs of several
+/// processes starting at once mount it once (a second mount would hide the first's pins).
+fn ensure_pin_root() -> Result<()> {
+    use std::os::fd::AsRawFd as _;
+    fs::create_dir_all(PIN_ROOT).with_context(|| format!("creating {PIN_ROOT}"))?;
+    let lock_path = Path::new(PIN_ROOT).with_extension("lock");
+    let lock = fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    // SAFETY: flock on a descriptor we own; released when `lock` closes.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("locking the pin root");
+    }
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let dir = fs::File::open(PIN_ROOT)?;
+    // SAFETY: fstatfs into a zeroed struct we own.
+    if unsafe { libc::fstatfs(dir.as_raw_fd(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("statfs of the pin root");
+    }
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    #[allow(clippy::unnecessary_cast)]
+    if st.f_type as i64 != BPF_FS_MAGIC {
+        netns::run(std::process::Command::new("mount").args(["-t", "bpf", "bpf", PIN_ROOT]))
+            .context("mounting a bpffs for the labs' pins")?;
+    }
+    Ok(())
 }
 
 fn attach_xdp_pass(ns: &str, ifname: &str) -> Result<aya::Ebpf> {

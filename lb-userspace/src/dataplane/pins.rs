@@ -2,7 +2,7 @@
 //! the attached program of the run before it instead of starting empty.
 //!
 //! ```text
-//! <pin_dir>/maps/<MAP>.v<N>   every map of the program but per-CPU scratch space
+//! <pin_dir>/maps/<MAP>-v<N>   every map of the program but per-CPU scratch space
 //! <pin_dir>/links/<ifindex>   the XDP link of each interface the program is attached to
 //! ```
 //!
@@ -14,6 +14,8 @@
 //! that means established flows are balanced afresh through the Maglev table at their next
 //! packet (same backend unless the backend set changed). A changed `table_capacity` or
 //! `flow_table_size` is a changed capacity: the same thing happens to that map.
+//!
+//! (bpffs refuses names with a dot, hence `-v`.)
 //!
 //! The directory is held with an exclusive `flock` while lbd runs, so two instances can never
 //! share (and fight over) one set of pins.
@@ -50,6 +52,12 @@ pub const MAP_VERSIONS: &[(&str, u32)] = &[
 
 /// Maps that hold no state worth keeping: each program gets its own.
 const NOT_PINNED: &[&str] = &["SCRATCH"];
+
+/// `enum bpf_map_type` values whose value size aya adjusts at load.
+const DEVMAP: u32 = 14;
+const CPUMAP: u32 = 16;
+const DEVMAP_HASH: u32 = 25;
+const BPF_F_RDONLY_PROG: u32 = 1 << 7;
 
 /// `BPF_FS_MAGIC` from linux/magic.h.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -115,7 +123,7 @@ impl PinDir {
     }
 
     pub fn map_path(&self, name: &str, version: u32) -> PathBuf {
-        self.dir.join("maps").join(format!("{name}.v{version}"))
+        self.dir.join("maps").join(format!("{name}-v{version}"))
     }
 
     pub fn link_path(&self, ifindex: u32) -> PathBuf {
@@ -142,21 +150,26 @@ impl PinDir {
             };
             let path = self.map_path(name, version);
             if path.exists() {
+                // aya widens a devmap's or cpumap's value to the kernel's struct when the
+                // kernel has one, and makes it read-only to programs: the object's size
+                // and flags say nothing there.
+                let sized = ![DEVMAP, CPUMAP, DEVMAP_HASH].contains(&map.map_type());
+                let flags = |f: u32| if sized { f } else { f & !BPF_F_RDONLY_PROG };
                 let want = (
                     map.map_type(),
                     map.key_size(),
-                    map.value_size(),
+                    sized.then_some(map.value_size()),
                     max_entries.get(name).copied().unwrap_or(map.max_entries()),
-                    map.map_flags(),
+                    flags(map.map_flags()),
                 );
                 let info = MapInfo::from_pin(&path)
                     .with_context(|| format!("reading the pinned map {}", path.display()))?;
                 let have = (
                     info.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
                     info.key_size(),
-                    info.value_size(),
+                    sized.then_some(info.value_size()),
                     info.max_entries(),
-                    info.map_flags(),
+                    flags(info.map_flags()),
                 );
                 if have == want {
                     adoption.maps.push(name.to_owned());
@@ -296,6 +309,8 @@ pub fn obj_get(path: &Path) -> anyhow::Result<std::os::fd::OwnedFd> {
         bpf_fd: u32,
         file_flags: u32,
         path_fd: i32,
+        /// Explicit, so it is zero: the kernel refuses a non-zero tail.
+        _pad: u32,
     }
     const BPF_OBJ_GET: libc::c_long = 7;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
@@ -305,6 +320,7 @@ pub fn obj_get(path: &Path) -> anyhow::Result<std::os::fd::OwnedFd> {
         bpf_fd: 0,
         file_flags: 0,
         path_fd: 0,
+        _pad: 0,
     };
     // SAFETY: bpf(2) reads a live struct whose pathname points at a live C string.
     let rc = unsafe {
