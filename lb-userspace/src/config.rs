@@ -402,9 +402,7 @@ impl Validator<'_> {
             control_socket: raw_agent
                 .control_socket
                 .unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into()),
-            pin_dir: raw_agent
-                .pin_dir
-                .unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
+            pin_dir: raw_agent.pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
             table_capacity,
             flow_table_size: match &raw_agent.flow_table_size {
                 Some(f) if *f.get_ref() == 0 => {

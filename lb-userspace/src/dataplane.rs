@@ -235,7 +235,10 @@ impl Dataplane {
         let ours = self.program_tag()?;
         for (i, path) in p.links()? {
             if i != ifindex && !also.contains(&i) {
-                tracing::info!(ifindex = i, "detaching a pinned XDP link of an interface no longer configured");
+                tracing::info!(
+                    ifindex = i,
+                    "detaching a pinned XDP link of an interface no longer configured"
+                );
                 if let Err(e) = pins::link_detach_pinned(&path) {
                     tracing::warn!("{e:#}");
                 }
@@ -252,14 +255,20 @@ impl Dataplane {
                 .with_context(|| format!("{} is not an XDP link", path.display()))?;
             let prog = program(&mut self.ebpf)?;
             // The link stays where it is; only the program it runs changes, atomically.
-            let id = prog
-                .attach_to_link(xdp)
-                .with_context(|| format!("replacing the program of the pinned link {}", path.display()))?;
+            let id = prog.attach_to_link(xdp).with_context(|| {
+                format!(
+                    "replacing the program of the pinned link {}",
+                    path.display()
+                )
+            })?;
             let link = prog.take_link(id)?;
-            let fd: FdLink = link.try_into().context("an XDP link without a descriptor")?;
+            let fd: FdLink = link
+                .try_into()
+                .context("an XDP link without a descriptor")?;
             // Pinning again at the same path needs the old pin gone; the link lives on
             // through our descriptor meanwhile.
-            std::fs::remove_file(&path).with_context(|| format!("re-pinning {}", path.display()))?;
+            std::fs::remove_file(&path)
+                .with_context(|| format!("re-pinning {}", path.display()))?;
             let pinned = fd
                 .pin(&path)
                 .with_context(|| format!("re-pinning {}", path.display()))?;
@@ -341,7 +350,10 @@ impl Dataplane {
     /// The VIP entry for `key`, if the map has one.
     pub fn vip(&self, key: &VipKey) -> Option<VipInfo> {
         let m = self.ebpf.map("VIPS")?;
-        HashMap::<_, VipKey, VipInfo>::try_from(m).ok()?.get(key, 0).ok()
+        HashMap::<_, VipKey, VipInfo>::try_from(m)
+            .ok()?
+            .get(key, 0)
+            .ok()
     }
 
     /// Backend entry `id` as the map holds it.
@@ -374,7 +386,8 @@ impl Dataplane {
     /// interface NAT traffic may leave by needs an entry, and its driver must support
     /// XDP redirect targets (`ndo_xdp_xmit`; for a veth, its peer must run an XDP program).
     pub fn set_tx_port(&mut self, ifindex: u32) -> anyhow::Result<()> {
-        let mut m = DevMapHash::try_from(map(&mut self.ebpf, "TX_PORTS")?).context("map TX_PORTS")?;
+        let mut m =
+            DevMapHash::try_from(map(&mut self.ebpf, "TX_PORTS")?).context("map TX_PORTS")?;
         if m.get(ifindex, 0).is_ok_and(|v| v.if_index == ifindex) {
             return Ok(());
         }
@@ -518,9 +531,9 @@ impl Dataplane {
                 if let Some(pins) = &self.pins {
                     pins::link_detach_pinned(&pins.link_path(att.ifindex))?;
                 }
-                pinned
-                    .unpin()
-                    .with_context(|| format!("unpinning the XDP link of ifindex {}", att.ifindex))?;
+                pinned.unpin().with_context(|| {
+                    format!("unpinning the XDP link of ifindex {}", att.ifindex)
+                })?;
                 Ok(())
             }
         }

@@ -969,7 +969,10 @@ impl Teardown {
         // links are still attached to the lab's interfaces.
         for dir in std::mem::take(&mut st.pin_dirs) {
             if let Err(e) = lb_userspace::dataplane::cleanup(&dir) {
-                eprintln!("lab teardown: removing the pins in {}: {e:#}", dir.display());
+                eprintln!(
+                    "lab teardown: removing the pins in {}: {e:#}",
+                    dir.display()
+                );
             }
         }
         for ns in std::mem::take(&mut st.namespaces) {

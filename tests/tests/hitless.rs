@@ -78,7 +78,11 @@ fn objects(lab: &Lab, node: usize) -> Objects {
     let program = Lab::xdp_program_id(ns, "eth0")
         .unwrap()
         .expect("a program is attached");
-    assert_eq!(info.program_id(), program, "the pinned link runs the attached program");
+    assert_eq!(
+        info.program_id(),
+        program,
+        "the pinned link runs the attached program"
+    );
     let prog = aya::programs::loaded_programs()
         .flatten()
         .find(|p| p.id() == program)
@@ -152,15 +156,27 @@ impl Traffic {
         eprintln!(
             "{rounds} rounds over {LONG_LIVED} long-lived connections, {opened} new connections"
         );
-        assert!(broken.is_empty(), "established connections broke:\n{}", broken.join("\n"));
-        assert!(failed.is_empty(), "new connections failed:\n{}", failed.join("\n"));
-        assert!(rounds > 10 && opened > 10, "too little traffic to prove anything");
+        assert!(
+            broken.is_empty(),
+            "established connections broke:\n{}",
+            broken.join("\n")
+        );
+        assert!(
+            failed.is_empty(),
+            "new connections failed:\n{}",
+            failed.join("\n")
+        );
+        assert!(
+            rounds > 10 && opened > 10,
+            "too little traffic to prove anything"
+        );
     }
 }
 
 /// Asks every connection in turn until `stop`; a connection that fails or changes backend
 /// is recorded once and left alone.
 fn stream(mut conns: Vec<LongLived>, stop: &AtomicBool) -> (usize, Vec<String>) {
+    let start = std::time::SystemTime::now();
     let mut rounds = 0;
     let mut broken: Vec<(usize, String)> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
@@ -171,7 +187,14 @@ fn stream(mut conns: Vec<LongLived>, stop: &AtomicBool) -> (usize, Vec<String>) 
             match ask(conn) {
                 Ok(answer) if answer == *name => {}
                 Ok(answer) => broken.push((i, format!("connection {i} moved from {name} to {answer}"))),
-                Err(e) => broken.push((i, format!("connection {i} to {name}: {e}"))),
+                Err(e) => broken.push((
+                    i,
+                    format!(
+                        "connection {i} to {name}: {e} (asked {:?} after the traffic started, at {:?})",
+                        start.elapsed().unwrap_or_default(),
+                        std::time::SystemTime::now()
+                    ),
+                )),
             }
         }
         rounds += 1;
@@ -213,8 +236,14 @@ impl VipWatch {
         self.stop.store(true, Ordering::Relaxed);
         let (samples, vip_gone, backup_master) = self.thread.join().expect("watch thread");
         eprintln!("{samples} samples of the VIP's place");
-        assert_eq!(vip_gone, 0, "the VIP left the master in {vip_gone} of {samples} samples");
-        assert_eq!(backup_master, 0, "the backup said master in {backup_master} of {samples} samples");
+        assert_eq!(
+            vip_gone, 0,
+            "the VIP left the master in {vip_gone} of {samples} samples"
+        );
+        assert_eq!(
+            backup_master, 0,
+            "the backup said master in {backup_master} of {samples} samples"
+        );
     }
 }
 
@@ -243,7 +272,10 @@ fn restart_within_master_down_interval(upgrade: bool) {
     let b = lab.spawn_lbd_on(1, &cfg_b).expect("lbd B starts");
     wait_lbd_state(b.socket(), "backup", Duration::from_secs(3)).unwrap();
     let before = objects(&lab, 0);
-    assert!(before.program_maps.contains(&before.flows_map), "{before:?}");
+    assert!(
+        before.program_maps.contains(&before.flows_map),
+        "{before:?}"
+    );
     assert!(!status(&a).adopted.any(), "a fresh start adopted something");
 
     let traffic = Traffic::start(&lab);
@@ -272,18 +304,34 @@ fn restart_within_master_down_interval(upgrade: bool) {
 
     let after = objects(&lab, 0);
     eprintln!("before {before:?}\nafter  {after:?}");
-    assert_eq!(after.flows_map, before.flows_map, "the flow table is another map");
+    assert_eq!(
+        after.flows_map, before.flows_map,
+        "the flow table is another map"
+    );
     assert!(after.program_maps.contains(&after.flows_map), "{after:?}");
-    assert_eq!(after.link, before.link, "the XDP link was replaced, not kept");
-    assert_ne!(after.program, before.program, "the restarted agent runs its own program");
+    assert_eq!(
+        after.link, before.link,
+        "the XDP link was replaced, not kept"
+    );
+    assert_ne!(
+        after.program, before.program,
+        "the restarted agent runs its own program"
+    );
     let adopted = status(&a).adopted;
     assert!(adopted.maps.iter().any(|m| m == "FLOWS"), "{adopted:?}");
     assert!(adopted.replaced.is_empty(), "{adopted:?}");
     assert_eq!(adopted.links.len(), 1, "{adopted:?}");
     if upgrade {
-        assert_ne!(after.program_tag, before.program_tag, "the program did not change");
+        assert_ne!(
+            after.program_tag, before.program_tag,
+            "the program did not change"
+        );
         assert_eq!(adopted.program_changed, Some(true), "{adopted:?}");
-        assert!(a.log().contains("program_changed=Some(true)"), "{}", a.log());
+        assert!(
+            a.log().contains("program_changed=Some(true)"),
+            "{}",
+            a.log()
+        );
     } else {
         assert_eq!(after.program_tag, before.program_tag);
         assert_eq!(adopted.program_changed, Some(false), "{adopted:?}");
@@ -292,7 +340,11 @@ fn restart_within_master_down_interval(upgrade: bool) {
     assert_eq!(status(&a).map_writes, 0, "{}", a.log());
     assert_eq!(sa.became_master, 1, "{sa:#?}");
     let sb = require_instance(b.socket()).unwrap();
-    assert_eq!((sb.state.as_str(), sb.became_master), ("backup", 0), "{sb:#?}");
+    assert_eq!(
+        (sb.state.as_str(), sb.became_master),
+        ("backup", 0),
+        "{sb:#?}"
+    );
     assert!(a.log().contains("resuming as MASTER"), "{}", a.log());
     assert!(!holds_vip(&lab, 1).unwrap());
 }
@@ -307,8 +359,7 @@ fn kill_9_and_restart_within_master_down_interval_moves_nothing() {
 
 #[test]
 fn an_upgrade_replaces_the_program_on_the_same_link_and_keeps_the_flow_table() {
-    if !require_root("an_upgrade_replaces_the_program_on_the_same_link_and_keeps_the_flow_table")
-    {
+    if !require_root("an_upgrade_replaces_the_program_on_the_same_link_and_keeps_the_flow_table") {
         return;
     }
     restart_within_master_down_interval(true);
@@ -359,11 +410,23 @@ fn a_restart_after_the_backup_took_over_stands_down_without_breaking_connections
     let sb = require_instance(b.socket()).unwrap();
     eprintln!("A: {sa:#?}\nB: {sb:#?}");
     assert_eq!(sa.state, "backup");
-    assert_eq!(sa.master, Some(std::net::IpAddr::V4(lab.lb_nodes()[1].addr)));
+    assert_eq!(
+        sa.master,
+        Some(std::net::IpAddr::V4(lab.lb_nodes()[1].addr))
+    );
     assert_eq!(sb.state, "master");
-    assert!(!holds_vip(&lab, 0).unwrap(), "the node that stood down kept the VIP");
+    assert!(
+        !holds_vip(&lab, 0).unwrap(),
+        "the node that stood down kept the VIP"
+    );
     assert!(holds_vip(&lab, 1).unwrap());
-    assert!(a.log().contains("resuming as MASTER"), "{}", a.log());
+    let log = a.log();
+    let resumed = log.rsplit("resuming as MASTER").next().unwrap();
+    assert_ne!(resumed.len(), log.len(), "{log}");
+    // The loser never announced: its gratuitous ARP would have stuck in the client's
+    // neighbour cache over the winner's (Linux's ARP locktime) and sent it to a node
+    // that no longer serves.
+    assert!(!resumed.contains("takeover done"), "{log}");
     let st = status(&a);
     assert!(!st.attached);
     assert_eq!(st.adopted.links.len(), 1, "{:?}", st.adopted);
@@ -436,17 +499,26 @@ fn cleanup_leaves_no_pin_link_or_address_and_a_graceful_stop_no_pin() {
     assert!(Lab::xdp_attached(&ns, "eth0").unwrap());
     assert!(holds_vip(&lab, 0).unwrap());
     let pinned = pins_in(&dir);
-    assert!(pinned.iter().any(|p| p.starts_with(dir.join("links"))), "{pinned:?}");
+    assert!(
+        pinned.iter().any(|p| p.starts_with(dir.join("links"))),
+        "{pinned:?}"
+    );
     let (code, text) = lbd_cleanup();
     assert_eq!(code, Some(0), "{text}");
     eprintln!("{text}");
     assert!(text.contains("1 XDP link(s) detached"), "{text}");
     assert!(text.contains("1 VRRP address(es) removed"), "{text}");
     assert!(!dir.exists(), "left behind: {:?}", pins_in(&dir));
-    assert!(!Lab::xdp_attached(&ns, "eth0").unwrap(), "a program is still attached");
+    assert!(
+        !Lab::xdp_attached(&ns, "eth0").unwrap(),
+        "a program is still attached"
+    );
     assert!(!holds_vip(&lab, 0).unwrap(), "the VIP is still configured");
     let (code, text) = lbd_cleanup();
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("0 XDP link(s) detached, 0 pin(s) removed"), "{text}");
+    assert!(
+        text.contains("0 XDP link(s) detached, 0 pin(s) removed"),
+        "{text}"
+    );
     assert!(text.contains("0 VRRP address(es) removed"), "{text}");
 }
