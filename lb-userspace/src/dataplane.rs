@@ -204,7 +204,7 @@ impl Dataplane {
             loader.map_max_entries(name, *size);
         }
         for (name, path) in &pinned {
-            loader.map_pin_path(*name, path.as_path());
+            loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(object).context(
             "loading the XDP object into the kernel (needs root or CAP_BPF+CAP_NET_ADMIN)",
