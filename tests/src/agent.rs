@@ -249,6 +249,33 @@ impl<'lab> LbdGuard<'lab> {
         Ok(status)
     }
 
+    /// SIGUSR2: lbd exits leaving its program attached, its maps pinned and its virtual
+    /// addresses configured, for the next lbd to adopt. Waits for the exit (SIGKILL after
+    /// 5 s, like [`stop`](LbdGuard::stop)).
+    pub fn leave(&mut self) -> Result<ExitStatus> {
+        if let Some(status) = self.exit {
+            return Ok(status);
+        }
+        self.forget_pid();
+        let pid = libc::pid_t::try_from(self.child.id())?;
+        // SAFETY: as in `kill`.
+        unsafe { libc::kill(pid, libc::SIGUSR2) };
+        let deadline = Instant::now() + STOP_GRACE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                // SAFETY: as in `kill`.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                break self.child.wait()?;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        self.exit = Some(status);
+        Ok(status)
+    }
+
     /// SIGTERM without waiting for the exit; [`stop`](LbdGuard::stop) or drop waits.
     pub fn terminate(&mut self) -> Result<()> {
         if self.exit.is_none() {

@@ -8,8 +8,9 @@
 //!   breaks, no new connection fails, the VIP never leaves the master, the backup never
 //!   takes over, and the flow table and the XDP link are the same kernel objects before
 //!   and after (only the program behind the link is the new run's);
-//! - the same with an upgrade: the restarted agent loads a changed program (`lb_next`), which
-//!   replaces the old one on the same link;
+//! - the same with an upgrade, the planned way: SIGUSR2 (lbd exits leaving everything in
+//!   place), and the next agent loads a changed program (`lb_next`), which replaces the old
+//!   one on the same link;
 //! - a restart after Master_Down_Interval: the backup took over meanwhile (both nodes
 //!   forward for a moment, with the same Maglev table), the restarted node resumes, meets
 //!   the new master, and stands down: it detaches and drops the VIP; nothing breaks.
@@ -257,8 +258,8 @@ fn two_nodes(lab: &Lab, priorities: [u8; 2], vrid: u8) -> [PathBuf; 2] {
     [0, 1].map(|i| lab.write_lbd_config_on(i, &lbd_vrrp(vrid, priorities[i], 3, "1s", "")))
 }
 
-/// kill -9 of the master under traffic and a restart within Master_Down_Interval, with
-/// the same program or (`upgrade`) a changed one.
+/// kill -9 of the master under traffic and a restart within Master_Down_Interval, or
+/// (`upgrade`) SIGUSR2 and a start with a changed program.
 fn restart_within_master_down_interval(upgrade: bool) {
     let lab = Lab::builder()
         .backends(3)
@@ -281,7 +282,13 @@ fn restart_within_master_down_interval(upgrade: bool) {
     let traffic = Traffic::start(&lab);
     let watch = VipWatch::start(&lab, b.socket().to_owned());
     std::thread::sleep(Duration::from_millis(300));
-    a.kill().unwrap();
+    if upgrade {
+        // The planned way: lbd exits leaving everything in place for its successor.
+        let exit = a.leave().unwrap();
+        assert!(exit.success(), "lbd exited with {exit} on SIGUSR2");
+    } else {
+        a.kill().unwrap();
+    }
     // No agent now: the program keeps forwarding on its pinned link.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
