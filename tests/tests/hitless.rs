@@ -16,7 +16,8 @@
 //!   the new master, and stands down: it detaches and drops the VIP; nothing breaks.
 //!
 //! And `lbd --cleanup` leaves no pin, no XDP link and no VIP behind; a graceful stop
-//! leaves no pin either.
+//! leaves no pin either. The compatibility rule of pinned maps: a load adopts every map
+//! that matches what it would create, contents included, and replaces one that does not.
 //!
 //! Needs root; `cargo xtask test -- --test hitless`.
 
@@ -528,4 +529,80 @@ fn cleanup_leaves_no_pin_link_or_address_and_a_graceful_stop_no_pin() {
         "{text}"
     );
     assert!(text.contains("0 VRRP address(es) removed"), "{text}");
+}
+
+/// Removes a pin directory when dropped, also when the test fails.
+struct PinsGuard(PathBuf);
+
+impl Drop for PinsGuard {
+    fn drop(&mut self) {
+        if let Err(e) = lb_userspace::dataplane::cleanup(&self.0) {
+            eprintln!("removing {}: {e:#}", self.0.display());
+        }
+    }
+}
+
+#[test]
+fn compatible_pinned_maps_are_adopted_and_a_changed_one_is_replaced() {
+    use lb_common::vip::{VipInfo, VipKey};
+    use lb_userspace::dataplane::{Dataplane, LoadOptions};
+    if !require_root("compatible_pinned_maps_are_adopted_and_a_changed_one_is_replaced") {
+        return;
+    }
+    // Loaded in the test process, whose /sys/fs/bpf is the host's bpffs.
+    let dir = PathBuf::from(format!("/sys/fs/bpf/lbt-compat-{}", std::process::id()));
+    let _guard = PinsGuard(dir.clone());
+    let options = LoadOptions {
+        pin_dir: Some(&dir),
+        ..Default::default()
+    };
+    let key = VipKey {
+        addr: lb_common::addr::from_ip(std::net::Ipv4Addr::new(192, 0, 2, 1).into()),
+        port_be: 80u16.to_be(),
+        proto: 6,
+        _pad: 0,
+    };
+    let info = VipInfo {
+        id: 7,
+        table_offset: 0,
+        table_size: 1021,
+        ..Default::default()
+    };
+
+    let mut first = Dataplane::load_with(&options, 4096, 1024).unwrap();
+    assert!(!first.adoption().any(), "{:?}", first.adoption());
+    first.set_vip(key, info).unwrap();
+    let ids = first.map_ids().unwrap();
+    drop(first);
+
+    // Same build, same sizes: every map is adopted, contents included.
+    let second = Dataplane::load_with(&options, 4096, 1024).unwrap();
+    let adopted = second.adoption().clone();
+    assert!(adopted.replaced.is_empty(), "{adopted:?}");
+    let mut expected: Vec<String> = MAP_VERSIONS.iter().map(|(n, _)| n.to_string()).collect();
+    expected.sort();
+    assert_eq!(adopted.maps, expected);
+    assert_eq!(second.map_ids().unwrap()["FLOWS"], ids["FLOWS"]);
+    assert_eq!(second.vip(&key), Some(info));
+    assert_eq!(second.writes(), 0);
+    drop(second);
+
+    // Another flow-table capacity: the flow table and the NAT table (same capacity) are
+    // new maps; everything else, the VIP included, is adopted.
+    let third = Dataplane::load_with(&options, 4096, 2048).unwrap();
+    let adopted = third.adoption().clone();
+    assert_eq!(adopted.replaced, ["FLOWS", "NAT_CONNS"], "{adopted:?}");
+    let now = third.map_ids().unwrap();
+    assert_ne!(now["FLOWS"], ids["FLOWS"]);
+    assert_eq!(now["VIPS"], ids["VIPS"]);
+    assert_eq!(third.vip(&key), Some(info));
+    // A second lbd on the same pin directory is refused while this one holds it.
+    let err = Dataplane::load_with(&options, 4096, 2048)
+        .err()
+        .expect("refused");
+    assert!(
+        format!("{err:#}").contains("another lbd uses agent.pin_dir"),
+        "{err:#}"
+    );
+    drop(third);
 }

@@ -183,6 +183,7 @@ impl PinDir {
             paths.push((name, path));
         }
         adoption.maps.sort();
+        adoption.replaced.sort();
         Ok(paths)
     }
 
