@@ -346,6 +346,17 @@ fn restart_within_master_down_interval(upgrade: bool) {
     }
     // Same config, same maps: the reconciliation found nothing to write.
     assert_eq!(status(&a).map_writes, 0, "{}", a.log());
+    let (code, text) = lb_tests::agent::lbctl(a.socket(), &["status"]);
+    assert_eq!(code, 0, "{text}");
+    let want = if upgrade {
+        "program upgraded"
+    } else {
+        "same program"
+    };
+    assert!(
+        text.contains("adopted from the previous run") && text.contains(want),
+        "{text}"
+    );
     assert_eq!(sa.became_master, 1, "{sa:#?}");
     let sb = require_instance(b.socket()).unwrap();
     assert_eq!(
