@@ -22,7 +22,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::{
-    config::{self, AgentConfig, Config, ForwardingMode, Protocol, VipConfig},
+    config::{self, AgentConfig, BackendConfig, Config, ForwardingMode, Protocol, VipConfig},
     control::{
         BackendStats, Command, ReasonStats, Response, StatsReport, StatusReport, VerdictStats,
         VipStats,
@@ -140,8 +140,149 @@ impl Agent {
             started: Instant::now(),
         };
         agent.write_settings()?;
+        if agent.dp.adoption().maps.iter().any(|m| m == "VIPS") {
+            agent.adopt_placement(&config)?;
+        }
         agent.apply(config)?;
         Ok(agent)
+    }
+
+    /// Takes the placement (VIP ids, table ranges, backend ids) from adopted maps, so the
+    /// first apply keeps every id the previous run gave out, however that run got there
+    /// (runtime changes, FIFO reuse), instead of placing the config afresh: a flow pinned
+    /// to a backend id must find the same backend behind it after a restart.
+    ///
+    /// A VIP's backends are the ids its table names; a present backend no table names (a
+    /// drained or zero-weight one) joins the one VIP of `config` that lists its address, if
+    /// exactly one does, and is otherwise placed afresh. Anything inconsistent (an id or a
+    /// range used twice) abandons the adoption of the placement, not the maps.
+    fn adopt_placement(&mut self, config: &Config) -> anyhow::Result<()> {
+        let entries = self.dp.vip_entries()?;
+        let backends: HashMap<u32, Backend> = self.dp.present_backends()?.into_iter().collect();
+        let mut vip_ids = IdPool::new(MAX_VIPS);
+        let mut backend_ids = IdPool::new(MAX_BACKENDS);
+        let mut slots = SlotPool::new(config.agent.table_capacity);
+        let mut vips = Vec::new();
+        let mut owned: HashSet<u32> = HashSet::new();
+        for (key, info) in entries {
+            let protocol = match key.proto {
+                6 => Protocol::Tcp,
+                17 => Protocol::Udp,
+                _ => continue,
+            };
+            let address = addr::to_ip(key.addr);
+            let port = u16::from_be(key.port_be);
+            if !vip_ids.take(info.id) || !slots.take(info.table_offset, info.table_size) {
+                warn!("adopted VIP entries overlap; placing the configuration afresh");
+                return Ok(());
+            }
+            let mut ids: Vec<u32> = self
+                .dp
+                .read_table(info.table_offset, info.table_size)
+                .into_iter()
+                .filter(|id| *id != NO_BACKEND && backends.contains_key(id))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let mut vip = config
+                .vips
+                .iter()
+                .find(|v| identity(v) == (address, port, protocol))
+                .cloned()
+                .unwrap_or_else(|| VipConfig {
+                    name: format!("{address}:{port}/{protocol}"),
+                    address,
+                    port,
+                    protocol,
+                    mode: if info.mode == MODE_NAT {
+                        ForwardingMode::Nat
+                    } else {
+                        ForwardingMode::Dr
+                    },
+                    table_size: info.table_size,
+                    source_affinity: info.flags & VIP_F_SOURCE_AFFINITY != 0,
+                    health_check: None,
+                    backends: Vec::new(),
+                });
+            vip.backends = ids
+                .iter()
+                .map(|id| backend_config(&vip, &backends[id]))
+                .collect();
+            owned.extend(&ids);
+            vips.push(VipState {
+                config: vip,
+                key,
+                info,
+                backend_ids: ids,
+            });
+        }
+        let mut orphans: Vec<(u32, Backend)> = backends
+            .iter()
+            .filter(|(id, _)| !owned.contains(id))
+            .map(|(&id, &b)| (id, b))
+            .collect();
+        orphans.sort_by_key(|(id, _)| *id);
+        for (id, b) in &orphans {
+            let ip = addr::to_ip(b.addr);
+            let homes: Vec<usize> = vips
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| {
+                    !v.config.backends.iter().any(|x| x.address == ip)
+                        && config.vips.iter().any(|c| {
+                            identity(c) == v.identity()
+                                && c.backends.iter().any(|x| x.address == ip)
+                        })
+                })
+                .map(|(i, _)| i)
+                .collect();
+            if let [i] = homes[..] {
+                let entry = backend_config(&vips[i].config, b);
+                vips[i].config.backends.push(entry);
+                vips[i].backend_ids.push(*id);
+                owned.insert(*id);
+            }
+        }
+        for &id in &owned {
+            if !backend_ids.take(id) {
+                warn!("adopted backend ids overlap; placing the configuration afresh");
+                return Ok(());
+            }
+        }
+        // The config's own order and settings where it agrees, so an unchanged config
+        // compares equal and the first apply logs no change.
+        for v in &mut vips {
+            if let Some(c) = config.vips.iter().find(|c| identity(c) == v.identity()) {
+                let mut pairs: Vec<(BackendConfig, u32)> = Vec::new();
+                for b in &c.backends {
+                    if let Some(j) = v
+                        .config
+                        .backends
+                        .iter()
+                        .position(|x| x.address == b.address)
+                    {
+                        pairs.push((b.clone(), v.backend_ids[j]));
+                    }
+                }
+                for (b, &id) in v.config.backends.iter().zip(&v.backend_ids) {
+                    if !c.backends.iter().any(|x| x.address == b.address) {
+                        pairs.push((b.clone(), id));
+                    }
+                }
+                (v.config.backends, v.backend_ids) = pairs.into_iter().unzip();
+            }
+        }
+        info!(
+            vips = vips.len(),
+            backends = owned.len(),
+            "placement adopted from the maps: VIPs and backends keep their ids"
+        );
+        self.config.vips = vips.iter().map(|v| v.config.clone()).collect();
+        self.vips = vips;
+        self.vip_ids = vip_ids;
+        self.backend_ids = backend_ids;
+        self.slots = slots;
+        Ok(())
     }
 
     pub fn config(&self) -> &Config {
@@ -894,6 +1035,17 @@ fn maglev_table(v: &VipState, seed: u32, in_table: impl Fn(u32) -> bool) -> Vec<
             }
         })
         .collect()
+}
+
+/// A backend as an adopted map entry describes it, within `vip`.
+fn backend_config(vip: &VipConfig, b: &Backend) -> BackendConfig {
+    let port = u16::from_be(b.port_be);
+    BackendConfig {
+        address: addr::to_ip(b.addr),
+        port: (vip.mode == ForwardingMode::Nat && port != vip.port).then_some(port),
+        weight: 1,
+        drain: false,
+    }
 }
 
 fn no_room(v: &VipConfig, agent: &AgentConfig) -> anyhow::Error {

@@ -347,6 +347,34 @@ impl Dataplane {
         Ok(macs)
     }
 
+    /// Every VIP entry of the map.
+    pub fn vip_entries(&self) -> anyhow::Result<Vec<(VipKey, VipInfo)>> {
+        let m = self
+            .ebpf
+            .map("VIPS")
+            .ok_or_else(|| anyhow!("map VIPS missing"))?;
+        Ok(HashMap::<_, VipKey, VipInfo>::try_from(m)?
+            .iter()
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Backend entries marked present, by id.
+    pub fn present_backends(&self) -> anyhow::Result<Vec<(u32, Backend)>> {
+        let m = self
+            .ebpf
+            .map("BACKENDS")
+            .ok_or_else(|| anyhow!("map BACKENDS missing"))?;
+        let backends = Array::<_, Backend>::try_from(m)?;
+        let mut present = Vec::new();
+        for id in 0..backends.len() {
+            let b = backends.get(&id, 0)?;
+            if b.flags & lb_common::backend::BACKEND_F_PRESENT != 0 {
+                present.push((id, b));
+            }
+        }
+        Ok(present)
+    }
+
     /// The VIP entry for `key`, if the map has one.
     pub fn vip(&self, key: &VipKey) -> Option<VipInfo> {
         let m = self.ebpf.map("VIPS")?;
