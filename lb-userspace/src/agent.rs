@@ -154,8 +154,9 @@ impl Agent {
     ///
     /// A VIP's backends are the ids its table names; a present backend no table names (a
     /// drained or zero-weight one) joins the one VIP of `config` that lists its address, if
-    /// exactly one does, and is otherwise placed afresh. Anything inconsistent (an id or a
-    /// range used twice) abandons the adoption of the placement, not the maps.
+    /// exactly one does, and is otherwise cleared and placed afresh. VIPs the configuration
+    /// no longer has are removed here. Anything inconsistent (an id or a range used twice)
+    /// abandons the adoption of the placement, not the maps.
     fn adopt_placement(&mut self, config: &Config) -> anyhow::Result<()> {
         let entries = self.dp.vip_entries()?;
         let backends: HashMap<u32, Backend> = self.dp.present_backends()?.into_iter().collect();
@@ -163,7 +164,9 @@ impl Agent {
         let mut backend_ids = IdPool::new(MAX_BACKENDS);
         let mut slots = SlotPool::new(config.agent.table_capacity);
         let mut vips = Vec::new();
+        // Ids seen in some table (kept or removed), and those that stay placed.
         let mut owned: HashSet<u32> = HashSet::new();
+        let mut kept: HashSet<u32> = HashSet::new();
         for (key, info) in entries {
             let protocol = match key.proto {
                 6 => Protocol::Tcp,
@@ -172,10 +175,6 @@ impl Agent {
             };
             let address = addr::to_ip(key.addr);
             let port = u16::from_be(key.port_be);
-            if !vip_ids.take(info.id) || !slots.take(info.table_offset, info.table_size) {
-                warn!("adopted VIP entries overlap; placing the configuration afresh");
-                return Ok(());
-            }
             let mut ids: Vec<u32> = self
                 .dp
                 .read_table(info.table_offset, info.table_size)
@@ -184,31 +183,31 @@ impl Agent {
                 .collect();
             ids.sort_unstable();
             ids.dedup();
-            let mut vip = config
+            let Some(mut vip) = config
                 .vips
                 .iter()
                 .find(|v| identity(v) == (address, port, protocol))
                 .cloned()
-                .unwrap_or_else(|| VipConfig {
-                    name: format!("{address}:{port}/{protocol}"),
-                    address,
-                    port,
-                    protocol,
-                    mode: if info.mode == MODE_NAT {
-                        ForwardingMode::Nat
-                    } else {
-                        ForwardingMode::Dr
-                    },
-                    table_size: info.table_size,
-                    source_affinity: info.flags & VIP_F_SOURCE_AFFINITY != 0,
-                    health_check: None,
-                    backends: Vec::new(),
-                });
+            else {
+                // Gone from the configuration: removed here, as a reload would.
+                self.dp.remove_vip(&key)?;
+                for id in &ids {
+                    self.dp.set_backend(*id, Backend::default())?;
+                }
+                owned.extend(&ids);
+                info!(vip = %format!("{address}:{port}/{protocol}"), "VIP removed (adopted, no longer configured)");
+                continue;
+            };
+            if !vip_ids.take(info.id) || !slots.take(info.table_offset, info.table_size) {
+                warn!("adopted VIP entries overlap; placing the configuration afresh");
+                return Ok(());
+            }
             vip.backends = ids
                 .iter()
                 .map(|id| backend_config(&vip, &backends[id]))
                 .collect();
             owned.extend(&ids);
+            kept.extend(&ids);
             vips.push(VipState {
                 config: vip,
                 key,
@@ -240,10 +239,13 @@ impl Agent {
                 let entry = backend_config(&vips[i].config, b);
                 vips[i].config.backends.push(entry);
                 vips[i].backend_ids.push(*id);
-                owned.insert(*id);
+                kept.insert(*id);
+            } else {
+                // No telling whose it is: absent, its flows are balanced again.
+                self.dp.set_backend(*id, Backend::default())?;
             }
         }
-        for &id in &owned {
+        for &id in &kept {
             if !backend_ids.take(id) {
                 warn!("adopted backend ids overlap; placing the configuration afresh");
                 return Ok(());
@@ -274,7 +276,7 @@ impl Agent {
         }
         info!(
             vips = vips.len(),
-            backends = owned.len(),
+            backends = kept.len(),
             "placement adopted from the maps: VIPs and backends keep their ids"
         );
         self.config.vips = vips.iter().map(|v| v.config.clone()).collect();
