@@ -109,8 +109,15 @@ struct Traffic {
 
 impl Traffic {
     fn start(lab: &Lab) -> Traffic {
-        let conns = client::long_lived(&lab.client().ns, lab.vip(), LONG_LIVED, 31_000, TIMEOUT)
-            .expect("long-lived connections open");
+        Traffic::start_from(lab, 31_000)
+    }
+
+    /// [`Traffic::start`] with the long-lived connections from ports `first_port..` (a
+    /// second run in one lab needs other ports: the first run's are in TIME_WAIT).
+    fn start_from(lab: &Lab, first_port: u16) -> Traffic {
+        let conns =
+            client::long_lived(&lab.client().ns, lab.vip(), LONG_LIVED, first_port, TIMEOUT)
+                .expect("long-lived connections open");
         let spread: BTreeMap<&str, usize> = conns.iter().fold(BTreeMap::new(), |mut m, (_, n)| {
             *m.entry(n.as_str()).or_default() += 1;
             m
@@ -655,4 +662,27 @@ fn a_restart_after_runtime_changes_keeps_every_backend_id() {
         "{}",
         lbd.log()
     );
+
+    // Restarted with a VIP gone from the file: the adoption removes it, the rest stays.
+    let mut lbd = lbd;
+    let traffic = Traffic::start_from(&lab, 32_000);
+    lbd.kill().unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let udp = text
+        .find("name = \"web-udp\"")
+        .expect("the UDP VIP in the saved file");
+    let cut = text[..udp].rfind("[[vip]]").unwrap();
+    std::fs::write(&cfg, &text[..cut]).unwrap();
+    let lbd = lab
+        .start_lbd(&cfg)
+        .expect("lbd restarts without the UDP VIP");
+    std::thread::sleep(Duration::from_millis(300));
+    traffic.finish();
+    let after = lbd.request(&lb_userspace::control::Command::State).unwrap();
+    let vips = after["maps"]["vips"].as_array().unwrap();
+    assert_eq!(vips.len(), 1, "{after:#}");
+    assert_eq!(vips[0], before["maps"]["vips"][0], "the TCP VIP changed");
+    assert!(lbd
+        .log()
+        .contains("VIP removed (adopted, no longer configured)"));
 }
