@@ -63,7 +63,7 @@ pub struct Dataplane {
     attached: Option<Attachment>,
     /// Further interfaces the program runs on ([`Dataplane::attach_also`]).
     also: Vec<Attachment>,
-    /// Where maps and links are pinned, when they are ([`Dataplane::load_pinned`]).
+    /// Where maps and links are pinned, when they are ([`Dataplane::load_with`]).
     pins: Option<pins::PinDir>,
     adoption: Adoption,
     /// Map entries and table slots written (only differences are written).
