@@ -25,7 +25,9 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::{
-    config::{self, AgentConfig, AllDown, Config, ForwardingMode, Protocol, VipConfig},
+    config::{
+        self, AgentConfig, AllDown, BackendConfig, Config, ForwardingMode, Protocol, VipConfig,
+    },
     control::{
         BackendStats, Command, ReasonStats, Response, StatsReport, StatusReport, VerdictStats,
         VipStats,
@@ -127,6 +129,9 @@ impl Agent {
             vips: Vec::new(),
             vrrp: config.vrrp.clone(),
         };
+        // Adopted maps already carry the MACs the previous run resolved; without them the
+        // first apply would rewrite every live backend entry as unresolved.
+        let macs = dp.backend_macs()?.into_iter().collect();
         let mut agent = Agent {
             vip_ids: IdPool::new(MAX_VIPS),
             backend_ids: IdPool::new(MAX_BACKENDS),
@@ -137,7 +142,7 @@ impl Agent {
             nat_links: Vec::new(),
             dp,
             vips: Vec::new(),
-            macs: HashMap::new(),
+            macs,
             states: HashMap::new(),
             health,
             started: Instant::now(),
@@ -146,8 +151,151 @@ impl Agent {
             maglev_builds: Durations::new(exponential_buckets(0.00001, 4.0, 10)),
         };
         agent.write_settings()?;
+        if agent.dp.adoption().maps.iter().any(|m| m == "VIPS") {
+            agent.adopt_placement(&config)?;
+        }
         agent.apply(config)?;
         Ok(agent)
+    }
+
+    /// Takes the placement (VIP ids, table ranges, backend ids) from adopted maps, so the
+    /// first apply keeps every id the previous run gave out, however that run got there
+    /// (runtime changes, FIFO reuse), instead of placing the config afresh: a flow pinned
+    /// to a backend id must find the same backend behind it after a restart.
+    ///
+    /// A VIP's backends are the ids its table names; a present backend no table names (a
+    /// drained or zero-weight one) joins the one VIP of `config` that lists its address, if
+    /// exactly one does, and is otherwise cleared and placed afresh. VIPs the configuration
+    /// no longer has are removed here. Anything inconsistent (an id or a range used twice)
+    /// abandons the adoption of the placement, not the maps.
+    fn adopt_placement(&mut self, config: &Config) -> anyhow::Result<()> {
+        let entries = self.dp.vip_entries()?;
+        let backends: HashMap<u32, Backend> = self.dp.present_backends()?.into_iter().collect();
+        let mut vip_ids = IdPool::new(MAX_VIPS);
+        let mut backend_ids = IdPool::new(MAX_BACKENDS);
+        let mut slots = SlotPool::new(config.agent.table_capacity);
+        let mut vips = Vec::new();
+        // Ids seen in some table (kept or removed), and those that stay placed.
+        let mut owned: HashSet<u32> = HashSet::new();
+        let mut kept: HashSet<u32> = HashSet::new();
+        for (key, info) in entries {
+            let protocol = match key.proto {
+                6 => Protocol::Tcp,
+                17 => Protocol::Udp,
+                _ => continue,
+            };
+            let address = addr::to_ip(key.addr);
+            let port = u16::from_be(key.port_be);
+            let mut ids: Vec<u32> = self
+                .dp
+                .read_table(info.table_offset, info.table_size)
+                .into_iter()
+                .filter(|id| *id != NO_BACKEND && backends.contains_key(id))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let Some(mut vip) = config
+                .vips
+                .iter()
+                .find(|v| identity(v) == (address, port, protocol))
+                .cloned()
+            else {
+                // Gone from the configuration: removed here, as a reload would.
+                self.dp.remove_vip(&key)?;
+                for id in &ids {
+                    self.dp.set_backend(*id, Backend::default())?;
+                }
+                owned.extend(&ids);
+                info!(vip = %format!("{address}:{port}/{protocol}"), "VIP removed (adopted, no longer configured)");
+                continue;
+            };
+            if !vip_ids.take(info.id) || !slots.take(info.table_offset, info.table_size) {
+                warn!("adopted VIP entries overlap; placing the configuration afresh");
+                return Ok(());
+            }
+            vip.backends = ids
+                .iter()
+                .map(|id| backend_config(&vip, &backends[id]))
+                .collect();
+            owned.extend(&ids);
+            kept.extend(&ids);
+            vips.push(VipState {
+                config: vip,
+                key,
+                info,
+                backend_ids: ids,
+            });
+        }
+        let mut orphans: Vec<(u32, Backend)> = backends
+            .iter()
+            .filter(|(id, _)| !owned.contains(id))
+            .map(|(&id, &b)| (id, b))
+            .collect();
+        orphans.sort_by_key(|(id, _)| *id);
+        for (id, b) in &orphans {
+            let ip = addr::to_ip(b.addr);
+            let homes: Vec<usize> = vips
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| {
+                    !v.config.backends.iter().any(|x| x.address == ip)
+                        && config.vips.iter().any(|c| {
+                            identity(c) == v.identity()
+                                && c.backends.iter().any(|x| x.address == ip)
+                        })
+                })
+                .map(|(i, _)| i)
+                .collect();
+            if let [i] = homes[..] {
+                let entry = backend_config(&vips[i].config, b);
+                vips[i].config.backends.push(entry);
+                vips[i].backend_ids.push(*id);
+                kept.insert(*id);
+            } else {
+                // No telling whose it is: absent, its flows are balanced again.
+                self.dp.set_backend(*id, Backend::default())?;
+            }
+        }
+        for &id in &kept {
+            if !backend_ids.take(id) {
+                warn!("adopted backend ids overlap; placing the configuration afresh");
+                return Ok(());
+            }
+        }
+        // The config's own order and settings where it agrees, so an unchanged config
+        // compares equal and the first apply logs no change.
+        for v in &mut vips {
+            if let Some(c) = config.vips.iter().find(|c| identity(c) == v.identity()) {
+                let mut pairs: Vec<(BackendConfig, u32)> = Vec::new();
+                for b in &c.backends {
+                    if let Some(j) = v
+                        .config
+                        .backends
+                        .iter()
+                        .position(|x| x.address == b.address)
+                    {
+                        pairs.push((b.clone(), v.backend_ids[j]));
+                    }
+                }
+                for (b, &id) in v.config.backends.iter().zip(&v.backend_ids) {
+                    if !c.backends.iter().any(|x| x.address == b.address) {
+                        pairs.push((b.clone(), id));
+                    }
+                }
+                (v.config.backends, v.backend_ids) = pairs.into_iter().unzip();
+            }
+        }
+        info!(
+            vips = vips.len(),
+            backends = kept.len(),
+            "placement adopted from the maps: VIPs and backends keep their ids"
+        );
+        self.config.vips = vips.iter().map(|v| v.config.clone()).collect();
+        self.vips = vips;
+        self.vip_ids = vip_ids;
+        self.backend_ids = backend_ids;
+        self.slots = slots;
+        Ok(())
     }
 
     pub fn config(&self) -> &Config {
@@ -172,6 +320,17 @@ impl Agent {
 
     pub fn ifindex(&self) -> u32 {
         self.link.index
+    }
+
+    /// The data plane, for reads (what was adopted, map ids, writes so far).
+    pub fn dataplane(&self) -> &Dataplane {
+        &self.dp
+    }
+
+    /// Hands the data plane back, for the way lbd stops: left for the next run, or
+    /// detached and unpinned.
+    pub fn into_dataplane(self) -> Dataplane {
+        self.dp
     }
 
     /// Registers the interfaces of `agent.nat_interfaces` (in config order): NAT may send
@@ -225,7 +384,13 @@ impl Agent {
                 .unwrap_or_default();
             for (b, &id) in v.config.backends.iter().zip(&v.backend_ids) {
                 if !old_ids.contains(&id) {
-                    self.dp.reset_backend_counter(id)?;
+                    // An entry adopted from a previous run keeps its counters.
+                    let adopted = self.dp.backend(id).is_some_and(|e| {
+                        e.flags & BACKEND_F_PRESENT != 0 && e.addr == addr::from_ip(b.address)
+                    });
+                    if !adopted {
+                        self.dp.reset_backend_counter(id)?;
+                    }
                     summary.backends_added += 1;
                     // A new VIP's backends are counted in its own line.
                     if before.is_some() {
@@ -237,7 +402,9 @@ impl Agent {
             summary.slots_written += self.sync_vip(v, new.agent.hash_seed)?;
             match before {
                 None => {
-                    self.dp.reset_vip_counter(v.info.id)?;
+                    if self.dp.vip(&v.key).map(|i| i.id) != Some(v.info.id) {
+                        self.dp.reset_vip_counter(v.info.id)?;
+                    }
                     summary.vips_added += 1;
                     info!(vip = %v.config.name, address = %v.config.address, port = v.config.port, protocol = %v.config.protocol,
                           backends = v.config.backends.len(), table_size = v.info.table_size, "VIP added");
@@ -813,6 +980,8 @@ impl Agent {
             vips: self.vips.len(),
             backends: self.vips.iter().map(|v| v.backend_ids.len()).sum(),
             unresolved_backends: self.unresolved().len(),
+            adopted: self.dp.adoption().clone(),
+            map_writes: self.dp.writes(),
             vrrp: Vec::new(),
         }
     }
@@ -937,6 +1106,17 @@ fn maglev_table(v: &VipState, seed: u32, in_table: impl Fn(u32) -> bool) -> Vec<
         .collect()
 }
 
+/// A backend as an adopted map entry describes it, within `vip`.
+fn backend_config(vip: &VipConfig, b: &Backend) -> BackendConfig {
+    let port = u16::from_be(b.port_be);
+    BackendConfig {
+        address: addr::to_ip(b.addr),
+        port: (vip.mode == ForwardingMode::Nat && port != vip.port).then_some(port),
+        weight: 1,
+        drain: false,
+    }
+}
+
 fn no_room(v: &VipConfig, agent: &AgentConfig) -> anyhow::Error {
     anyhow!(
         "no room for VIP {}'s table of {} slots in agent.table_capacity = {}; raise table_capacity (needs a restart) or lower table_size",
@@ -952,6 +1132,7 @@ fn check_live_agent_keys(old: &AgentConfig, new: &AgentConfig) -> anyhow::Result
         ("interface", old.interface != new.interface),
         ("xdp_mode", old.xdp_mode != new.xdp_mode),
         ("control_socket", old.control_socket != new.control_socket),
+        ("pin_dir", old.pin_dir != new.pin_dir),
         ("table_capacity", old.table_capacity != new.table_capacity),
         (
             "flow_table_size",

@@ -25,6 +25,8 @@ pub use vrrp::{VrrpAddress, VrrpConfig};
 
 /// Default control socket path.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/lbd/lbd.sock";
+/// Default directory (on bpffs) where the program's maps and links are pinned.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lbd";
 /// Default lookup-table size per VIP (a prime, as Maglev needs).
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
 /// How long an idle TCP flow stays pinned to its backend (LVS's default for established
@@ -152,6 +154,8 @@ pub struct AgentConfig {
     pub xdp_mode: XdpMode,
     pub hash_seed: u32,
     pub control_socket: PathBuf,
+    /// Where the maps and XDP links are pinned, so a restarted lbd adopts them.
+    pub pin_dir: PathBuf,
     pub table_capacity: u32,
     pub flow_table_size: u32,
     #[serde(with = "humantime_serde")]
@@ -235,6 +239,8 @@ struct RawAgent {
     hash_seed: u32,
     #[serde(default)]
     control_socket: Option<PathBuf>,
+    #[serde(default)]
+    pin_dir: Option<PathBuf>,
     #[serde(default)]
     table_capacity: Option<Spanned<u32>>,
     #[serde(default)]
@@ -441,6 +447,7 @@ impl Validator<'_> {
             control_socket: raw_agent
                 .control_socket
                 .unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into()),
+            pin_dir: raw_agent.pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
             table_capacity,
             flow_table_size: match &raw_agent.flow_table_size {
                 Some(f) if *f.get_ref() == 0 => {

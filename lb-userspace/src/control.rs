@@ -167,6 +167,13 @@ pub struct StatusReport {
     pub vips: usize,
     pub backends: usize,
     pub unresolved_backends: usize,
+    /// What this run took over from the previous one's pins (nothing on a fresh start).
+    #[serde(default)]
+    pub adopted: crate::dataplane::Adoption,
+    /// Map entries and lookup-table slots written since start (only differences are
+    /// written: an adopting restart with an unchanged config writes none).
+    #[serde(default)]
+    pub map_writes: u64,
     /// The VRRP instances; empty when none is configured (the program is then attached
     /// from start to stop).
     #[serde(default)]

@@ -4,10 +4,18 @@
 //! Writers compare with what they last wrote and send only the difference, so a table
 //! update never leaves the program looking at a half-written table.
 
+mod pins;
+
+use std::path::{Path, PathBuf};
+
 use anyhow::{anyhow, bail, Context as _};
 use aya::{
     maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues},
-    programs::{xdp::XdpLinkId, ProgramError, TestRun as _, TestRunOptions, Xdp},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+        ProgramError, TestRun as _, TestRunOptions, Xdp,
+    },
     util::nr_cpus,
     Ebpf, EbpfLoader,
 };
@@ -23,8 +31,16 @@ use lb_common::{
 
 use crate::config::XdpMode;
 
+pub use pins::{cleanup, Adoption, Cleanup, MAP_VERSIONS};
+
 /// The compiled XDP object (built by build.rs from the `lb-ebpf` crate).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
+
+/// The same program built as `lb_next`: different instructions, same maps and behaviour.
+/// Only for tests of upgrades (lbd never references it, so it is not in the binary).
+#[doc(hidden)]
+pub static NEXT_OBJECT_FOR_TESTS: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb_next"));
 
 /// Helper programs (`xdp_pass`, `xdp_tx_baseline`) in an object without maps.
 pub static HELPERS_OBJECT: &[u8] =
@@ -48,9 +64,40 @@ pub const PROGRAM: &str = "xdp_lb";
 pub struct Dataplane {
     ebpf: Ebpf,
     table: MappedTable,
-    attached: Option<(u32, XdpLinkId)>,
+    attached: Option<Attachment>,
     /// Further interfaces the program runs on ([`Dataplane::attach_also`]).
-    also: Vec<(u32, XdpLinkId)>,
+    also: Vec<Attachment>,
+    /// Where maps and links are pinned, when they are ([`Dataplane::load_with`]).
+    pins: Option<pins::PinDir>,
+    adoption: Adoption,
+    /// Map entries and table slots written (only differences are written).
+    writes: u64,
+}
+
+/// The program attached to one interface.
+struct Attachment {
+    ifindex: u32,
+    link: Link,
+}
+
+enum Link {
+    /// Owned by the program object: detached when it is dropped.
+    Managed(XdpLinkId),
+    /// Pinned on bpffs: outlives this process until unpinned (or detached).
+    Pinned(PinnedLink),
+}
+
+/// Where a [`Dataplane`] comes from.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions<'a> {
+    /// Pin maps and links here and adopt what a previous run pinned.
+    pub pin_dir: Option<&'a Path>,
+    /// Load this object file instead of the embedded one (an upgrade test, a custom build).
+    pub object: Option<&'a Path>,
+    /// With `pin_dir`: the interface the program serves and the further ones (NAT). A
+    /// pinned link on one of them is taken over; links elsewhere are detached.
+    pub ifindex: u32,
+    pub also: &'a [u32],
 }
 
 /// `BACKEND_TABLE` mapped into our memory (the map is created `BPF_F_MMAPABLE`). The
@@ -121,38 +168,248 @@ unsafe impl Send for MappedTable {}
 impl Dataplane {
     /// Loads the program into the kernel (not attached) with a lookup table of
     /// `table_capacity` slots, and a flow table and a NAT connection table of
-    /// `flow_capacity` entries each.
+    /// `flow_capacity` entries each. Nothing is pinned.
     pub fn load(table_capacity: u32, flow_capacity: u32) -> anyhow::Result<Dataplane> {
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries("BACKEND_TABLE", table_capacity)
-            .map_max_entries("FLOWS", flow_capacity)
-            .map_max_entries("NAT_CONNS", flow_capacity)
-            .load(EBPF_OBJECT)
-            .context(
-                "loading the XDP object into the kernel (needs root or CAP_BPF+CAP_NET_ADMIN)",
-            )?;
+        Dataplane::load_with(&LoadOptions::default(), table_capacity, flow_capacity)
+    }
+
+    /// Loads the program with its maps pinned under `options.pin_dir`, adopting the maps
+    /// and the XDP links a previous run pinned there (see [`pins`] for the compatibility
+    /// rule): the adopted links are switched to this run's program atomically
+    /// (`BPF_LINK_UPDATE`), so the interface never runs without a program, and the flow
+    /// table and everything else the maps hold carry over.
+    pub fn load_with(
+        options: &LoadOptions<'_>,
+        table_capacity: u32,
+        flow_capacity: u32,
+    ) -> anyhow::Result<Dataplane> {
+        let file;
+        let object: &[u8] = match options.object {
+            Some(path) => {
+                file = std::fs::read(path)
+                    .with_context(|| format!("reading the XDP object {}", path.display()))?;
+                &file
+            }
+            None => EBPF_OBJECT,
+        };
+        let sizes = std::collections::HashMap::from([
+            ("BACKEND_TABLE", table_capacity),
+            ("FLOWS", flow_capacity),
+            ("NAT_CONNS", flow_capacity),
+        ]);
+        let mut adoption = Adoption::default();
+        let pin_dir = options.pin_dir.map(pins::PinDir::open).transpose()?;
+        let pinned: Vec<(&str, PathBuf)> = match &pin_dir {
+            Some(p) => p.prepare_maps(object, &sizes, &mut adoption)?,
+            None => Vec::new(),
+        };
+        let mut loader = EbpfLoader::new();
+        for (name, size) in &sizes {
+            loader.map_max_entries(name, *size);
+        }
+        for (name, path) in &pinned {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(object).context(
+            "loading the XDP object into the kernel (needs root or CAP_BPF+CAP_NET_ADMIN)",
+        )?;
         let prog: &mut Xdp = program(&mut ebpf)?;
         prog.load().map_err(verifier_error)?;
         let table = MappedTable::new(&ebpf, table_capacity)?;
-        Ok(Dataplane {
+        let mut dp = Dataplane {
             ebpf,
             table,
             attached: None,
             also: Vec::new(),
-        })
+            pins: None,
+            adoption,
+            writes: 0,
+        };
+        if let Some(p) = pin_dir {
+            dp.adopt_links(&p, options.ifindex, options.also)?;
+            p.remove_stale_maps(&pinned)?;
+            dp.pins = Some(p);
+        }
+        Ok(dp)
+    }
+
+    /// Takes over the links pinned for `ifindex` and `also`, running this program from now
+    /// on; detaches the others (interfaces no longer configured).
+    fn adopt_links(&mut self, p: &pins::PinDir, ifindex: u32, also: &[u32]) -> anyhow::Result<()> {
+        let ours = self.program_tag()?;
+        for (i, path) in p.links()? {
+            if i != ifindex && !also.contains(&i) {
+                tracing::info!(
+                    ifindex = i,
+                    "detaching a pinned XDP link of an interface no longer configured"
+                );
+                if let Err(e) = pins::link_detach_pinned(&path) {
+                    tracing::warn!("{e:#}");
+                }
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+                continue;
+            }
+            let pinned = PinnedLink::from_pin(&path)
+                .with_context(|| format!("opening the pinned link {}", path.display()))?;
+            let fd: FdLink = pinned.into();
+            let before = fd.info().ok().map(|info| info.program_id());
+            let before_tag = before.and_then(program_tag_of);
+            let xdp = XdpLink::try_from(fd)
+                .with_context(|| format!("{} is not an XDP link", path.display()))?;
+            let prog = program(&mut self.ebpf)?;
+            // The link stays where it is; only the program it runs changes, atomically.
+            let id = prog.attach_to_link(xdp).with_context(|| {
+                format!(
+                    "replacing the program of the pinned link {}",
+                    path.display()
+                )
+            })?;
+            let link = prog.take_link(id)?;
+            let fd: FdLink = link
+                .try_into()
+                .context("an XDP link without a descriptor")?;
+            // Pinning again at the same path needs the old pin gone; the link lives on
+            // through our descriptor meanwhile.
+            std::fs::remove_file(&path)
+                .with_context(|| format!("re-pinning {}", path.display()))?;
+            let pinned = fd
+                .pin(&path)
+                .with_context(|| format!("re-pinning {}", path.display()))?;
+            let changed = before_tag.map(|t| t != ours);
+            self.adoption.program_changed = match (self.adoption.program_changed, changed) {
+                (Some(a), Some(b)) => Some(a || b),
+                (a, b) => a.or(b),
+            };
+            self.adoption.links.push(i);
+            let att = Attachment {
+                ifindex: i,
+                link: Link::Pinned(pinned),
+            };
+            if i == ifindex {
+                self.attached = Some(att);
+            } else {
+                self.also.push(att);
+            }
+        }
+        Ok(())
+    }
+
+    /// The kernel's tag (a hash of the instructions) of this run's program.
+    fn program_tag(&mut self) -> anyhow::Result<u64> {
+        Ok(program(&mut self.ebpf)?.info()?.tag())
+    }
+
+    /// What [`Dataplane::load_with`] took over from a previous run.
+    pub fn adoption(&self) -> &Adoption {
+        &self.adoption
+    }
+
+    /// Map entries and table slots written so far.
+    pub fn writes(&self) -> u64 {
+        self.writes
+    }
+
+    /// The pin directory, if the maps are pinned.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pins.as_ref().map(pins::PinDir::path)
+    }
+
+    /// Kernel ids of the pinned maps by name (what `bpftool map show` lists), to check
+    /// that a map is the same object across restarts.
+    pub fn map_ids(&self) -> anyhow::Result<std::collections::BTreeMap<String, u32>> {
+        let mut ids = std::collections::BTreeMap::new();
+        for (name, map) in self.ebpf.maps() {
+            let data: &MapData = match map {
+                aya::maps::Map::Array(d)
+                | aya::maps::Map::HashMap(d)
+                | aya::maps::Map::LruHashMap(d)
+                | aya::maps::Map::PerCpuArray(d)
+                | aya::maps::Map::DevMapHash(d) => d,
+                _ => continue,
+            };
+            ids.insert(name.to_owned(), data.info()?.id());
+        }
+        Ok(ids)
+    }
+
+    /// Backend entries that carry a MAC, by address: what the previous run had resolved,
+    /// so an adopting agent does not rewrite them as unresolved.
+    pub fn backend_macs(&self) -> anyhow::Result<Vec<(std::net::IpAddr, [u8; 6])>> {
+        let m = self
+            .ebpf
+            .map("BACKENDS")
+            .ok_or_else(|| anyhow!("map BACKENDS missing"))?;
+        let backends = Array::<_, Backend>::try_from(m)?;
+        let mut macs = Vec::new();
+        for id in 0..backends.len() {
+            let b = backends.get(&id, 0)?;
+            if b.flags & lb_common::backend::BACKEND_F_MAC_VALID != 0 {
+                macs.push((lb_common::addr::to_ip(b.addr), b.mac));
+            }
+        }
+        Ok(macs)
+    }
+
+    /// Every VIP entry of the map.
+    pub fn vip_entries(&self) -> anyhow::Result<Vec<(VipKey, VipInfo)>> {
+        let m = self
+            .ebpf
+            .map("VIPS")
+            .ok_or_else(|| anyhow!("map VIPS missing"))?;
+        Ok(HashMap::<_, VipKey, VipInfo>::try_from(m)?
+            .iter()
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Backend entries marked present, by id.
+    pub fn present_backends(&self) -> anyhow::Result<Vec<(u32, Backend)>> {
+        let m = self
+            .ebpf
+            .map("BACKENDS")
+            .ok_or_else(|| anyhow!("map BACKENDS missing"))?;
+        let backends = Array::<_, Backend>::try_from(m)?;
+        let mut present = Vec::new();
+        for id in 0..backends.len() {
+            let b = backends.get(&id, 0)?;
+            if b.flags & lb_common::backend::BACKEND_F_PRESENT != 0 {
+                present.push((id, b));
+            }
+        }
+        Ok(present)
+    }
+
+    /// The VIP entry for `key`, if the map has one.
+    pub fn vip(&self, key: &VipKey) -> Option<VipInfo> {
+        let m = self.ebpf.map("VIPS")?;
+        HashMap::<_, VipKey, VipInfo>::try_from(m)
+            .ok()?
+            .get(key, 0)
+            .ok()
+    }
+
+    /// Backend entry `id` as the map holds it.
+    pub fn backend(&self, id: u32) -> Option<Backend> {
+        let m = self.ebpf.map("BACKENDS")?;
+        Array::<_, Backend>::try_from(m).ok()?.get(&id, 0).ok()
     }
 
     pub fn set_settings(&mut self, settings: Settings) -> anyhow::Result<()> {
-        array::<Settings>(&mut self.ebpf, "SETTINGS")?.set(0, settings, 0)?;
+        let mut a = array::<Settings>(&mut self.ebpf, "SETTINGS")?;
+        if a.get(&0, 0).ok() != Some(settings) {
+            a.set(0, settings, 0)?;
+            self.writes += 1;
+        }
         Ok(())
     }
 
     pub fn set_iface(&mut self, ifindex: u32, mac: [u8; 6]) -> anyhow::Result<()> {
-        hash_map::<u32, IfaceInfo>(&mut self.ebpf, "IFACES")?.insert(
-            ifindex,
-            IfaceInfo { mac, _pad: [0; 2] },
-            0,
-        )?;
+        let info = IfaceInfo { mac, _pad: [0; 2] };
+        let mut m = hash_map::<u32, IfaceInfo>(&mut self.ebpf, "IFACES")?;
+        if m.get(&ifindex, 0).ok() != Some(info) {
+            m.insert(ifindex, info, 0)?;
+            self.writes += 1;
+        }
         Ok(())
     }
 
@@ -161,10 +418,14 @@ impl Dataplane {
     /// interface NAT traffic may leave by needs an entry, and its driver must support
     /// XDP redirect targets (`ndo_xdp_xmit`; for a veth, its peer must run an XDP program).
     pub fn set_tx_port(&mut self, ifindex: u32) -> anyhow::Result<()> {
-        DevMapHash::try_from(map(&mut self.ebpf, "TX_PORTS")?)
-            .context("map TX_PORTS")?
-            .insert(ifindex, ifindex, None, 0)
+        let mut m =
+            DevMapHash::try_from(map(&mut self.ebpf, "TX_PORTS")?).context("map TX_PORTS")?;
+        if m.get(ifindex, 0).is_ok_and(|v| v.if_index == ifindex) {
+            return Ok(());
+        }
+        m.insert(ifindex, ifindex, None, 0)
             .with_context(|| format!("adding ifindex {ifindex} to TX_PORTS"))?;
+        self.writes += 1;
         Ok(())
     }
 
@@ -176,17 +437,26 @@ impl Dataplane {
     }
 
     pub fn set_vip(&mut self, key: VipKey, info: VipInfo) -> anyhow::Result<()> {
-        hash_map::<VipKey, VipInfo>(&mut self.ebpf, "VIPS")?.insert(key, info, 0)?;
+        let mut m = hash_map::<VipKey, VipInfo>(&mut self.ebpf, "VIPS")?;
+        if m.get(&key, 0).ok() != Some(info) {
+            m.insert(key, info, 0)?;
+            self.writes += 1;
+        }
         Ok(())
     }
 
     pub fn remove_vip(&mut self, key: &VipKey) -> anyhow::Result<()> {
         hash_map::<VipKey, VipInfo>(&mut self.ebpf, "VIPS")?.remove(key)?;
+        self.writes += 1;
         Ok(())
     }
 
     pub fn set_backend(&mut self, id: u32, backend: Backend) -> anyhow::Result<()> {
-        array::<Backend>(&mut self.ebpf, "BACKENDS")?.set(id, backend, 0)?;
+        let mut a = array::<Backend>(&mut self.ebpf, "BACKENDS")?;
+        if a.get(&id, 0).ok() != Some(backend) {
+            a.set(id, backend, 0)?;
+            self.writes += 1;
+        }
         Ok(())
     }
 
@@ -216,6 +486,7 @@ impl Dataplane {
                 }
             }
         }
+        self.writes += written as u64;
         Ok(written)
     }
 
@@ -231,18 +502,11 @@ impl Dataplane {
 
     /// Attaches the program to `ifindex`; a no-op if already attached there.
     pub fn attach(&mut self, ifindex: u32, mode: XdpMode) -> anyhow::Result<()> {
-        if matches!(&self.attached, Some((i, _)) if *i == ifindex) {
+        if matches!(&self.attached, Some(a) if a.ifindex == ifindex) {
             return Ok(());
         }
         self.detach()?;
-        let aya_mode = match mode {
-            XdpMode::Native => aya::programs::XdpMode::Driver,
-            XdpMode::Generic => aya::programs::XdpMode::Skb,
-        };
-        let link = program(&mut self.ebpf)?
-            .attach_to_if_index(ifindex, aya_mode)
-            .with_context(|| format!("attaching XDP ({mode} mode) to ifindex {ifindex}; if the driver lacks native XDP, set agent.xdp_mode = \"generic\""))?;
-        self.attached = Some((ifindex, link));
+        self.attached = Some(self.attach_link(ifindex, mode)?);
         Ok(())
     }
 
@@ -250,37 +514,92 @@ impl Dataplane {
     /// interfaces the backends' replies come in by); a no-op if already attached there.
     /// [`Dataplane::detach`] detaches it from these too.
     pub fn attach_also(&mut self, ifindex: u32, mode: XdpMode) -> anyhow::Result<()> {
-        if self.also.iter().any(|(i, _)| *i == ifindex) {
+        if self.also.iter().any(|a| a.ifindex == ifindex) {
             return Ok(());
         }
+        let att = self.attach_link(ifindex, mode)?;
+        self.also.push(att);
+        Ok(())
+    }
+
+    fn attach_link(&mut self, ifindex: u32, mode: XdpMode) -> anyhow::Result<Attachment> {
         let aya_mode = match mode {
             XdpMode::Native => aya::programs::XdpMode::Driver,
             XdpMode::Generic => aya::programs::XdpMode::Skb,
         };
-        let link = program(&mut self.ebpf)?
+        let prog = program(&mut self.ebpf)?;
+        let id = prog
             .attach_to_if_index(ifindex, aya_mode)
             .with_context(|| format!("attaching XDP ({mode} mode) to ifindex {ifindex}; if the driver lacks native XDP, set agent.xdp_mode = \"generic\""))?;
-        self.also.push((ifindex, link));
-        Ok(())
+        let Some(pins) = &self.pins else {
+            return Ok(Attachment {
+                ifindex,
+                link: Link::Managed(id),
+            });
+        };
+        // Pinned, the link outlives a crash of this process: the next run adopts it.
+        let path = pins.link_path(ifindex);
+        let _ = std::fs::remove_file(&path);
+        let pinned = FdLink::try_from(prog.take_link(id)?)
+            .context("XDP attached through netlink, not a BPF link: it cannot be pinned")
+            .and_then(|fd| {
+                fd.pin(&path)
+                    .with_context(|| format!("pinning the XDP link at {}", path.display()))
+            })?;
+        Ok(Attachment {
+            ifindex,
+            link: Link::Pinned(pinned),
+        })
+    }
+
+    fn detach_link(&mut self, att: Attachment) -> anyhow::Result<()> {
+        match att.link {
+            Link::Managed(id) => program(&mut self.ebpf)?
+                .detach(id)
+                .with_context(|| format!("detaching XDP from ifindex {}", att.ifindex)),
+            Link::Pinned(pinned) => {
+                // Unpinned and closed, the link goes with the last descriptor; detach
+                // explicitly so a descriptor held elsewhere cannot keep it attached.
+                if let Some(pins) = &self.pins {
+                    pins::link_detach_pinned(&pins.link_path(att.ifindex))?;
+                }
+                pinned.unpin().with_context(|| {
+                    format!("unpinning the XDP link of ifindex {}", att.ifindex)
+                })?;
+                Ok(())
+            }
+        }
     }
 
     /// Detaches the program from everywhere it is attached.
     pub fn detach(&mut self) -> anyhow::Result<()> {
-        for (ifindex, link) in std::mem::take(&mut self.also) {
-            program(&mut self.ebpf)?
-                .detach(link)
-                .with_context(|| format!("detaching XDP from ifindex {ifindex}"))?;
+        for att in std::mem::take(&mut self.also) {
+            self.detach_link(att)?;
         }
-        if let Some((ifindex, link)) = self.attached.take() {
-            program(&mut self.ebpf)?
-                .detach(link)
-                .with_context(|| format!("detaching XDP from ifindex {ifindex}"))?;
+        if let Some(att) = self.attached.take() {
+            self.detach_link(att)?;
+        }
+        Ok(())
+    }
+
+    /// Leaves everything as it is for the next run to adopt: the links stay attached and
+    /// pinned, the maps pinned. (Dropping a pinned `Dataplane` does the same; this only
+    /// says it.)
+    pub fn leave(self) {}
+
+    /// Detaches and removes every pin: nothing is left for a next run to adopt.
+    pub fn unpin_all(mut self) -> anyhow::Result<()> {
+        self.detach()?;
+        if let Some(p) = self.pins.take() {
+            let dir = p.path().to_owned();
+            drop(p);
+            pins::cleanup(&dir)?;
         }
         Ok(())
     }
 
     pub fn attached_ifindex(&self) -> Option<u32> {
-        self.attached.as_ref().map(|(i, _)| *i)
+        self.attached.as_ref().map(|a| a.ifindex)
     }
 
     /// Zeroes a VIP's counters, NAT replies included (an id being reused must not inherit
@@ -453,10 +772,22 @@ impl Dataplane {
 
 impl Drop for Dataplane {
     fn drop(&mut self) {
-        if let Err(e) = self.detach() {
-            tracing::warn!("while unloading: {e:#}");
+        // Pinned links stay attached (a crash or `leave` hands them to the next run);
+        // managed ones go with the program anyway.
+        if self.pins.is_none() {
+            if let Err(e) = self.detach() {
+                tracing::warn!("while unloading: {e:#}");
+            }
         }
     }
+}
+
+/// The tag of the loaded program with kernel id `id`.
+fn program_tag_of(id: u32) -> Option<u64> {
+    aya::programs::loaded_programs()
+        .flatten()
+        .find(|p| p.id() == id)
+        .map(|p| p.tag())
 }
 
 /// `struct xdp_md` for `BPF_PROG_TEST_RUN` of a `len`-byte frame without metadata

@@ -34,6 +34,25 @@ impl IdPool {
     pub fn release(&mut self, id: u32) {
         self.free.push_back(id);
     }
+
+    /// Marks `id` as in use (an id found in adopted maps); false if it is not free.
+    pub fn take(&mut self, id: u32) -> bool {
+        if id >= self.max {
+            return false;
+        }
+        if id >= self.next {
+            self.free.extend(self.next..id);
+            self.next = id + 1;
+            return true;
+        }
+        match self.free.iter().position(|&f| f == id) {
+            Some(i) => {
+                self.free.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// First-fit allocation of contiguous table ranges.
@@ -63,6 +82,31 @@ impl SlotPool {
             self.free[i] = (start + len, l - len);
         }
         Some(start)
+    }
+
+    /// Marks `start..start + len` as in use (a range found in adopted maps); false if any
+    /// of it is not free.
+    pub fn take(&mut self, start: u32, len: u32) -> bool {
+        let Some(end) = start.checked_add(len) else {
+            return false;
+        };
+        let Some(i) = self
+            .free
+            .iter()
+            .position(|&(s, l)| s <= start && end <= s + l)
+        else {
+            return false;
+        };
+        let (s, l) = self.free[i];
+        let mut pieces = Vec::new();
+        if start > s {
+            pieces.push((s, start - s));
+        }
+        if s + l > end {
+            pieces.push((end, s + l - end));
+        }
+        self.free.splice(i..=i, pieces);
+        true
     }
 
     pub fn release(&mut self, start: u32, len: u32) {
@@ -95,6 +139,25 @@ mod tests {
         assert_eq!(p.alloc(), Some(2), "a fresh id before a released one");
         p.release(1);
         assert_eq!([p.alloc(), p.alloc(), p.alloc()], [Some(0), Some(1), None]);
+    }
+
+    #[test]
+    fn adopted_ids_and_ranges_are_taken_out_of_the_pools() {
+        let mut p = IdPool::new(8);
+        assert!(p.take(3) && p.take(1));
+        assert!(!p.take(3), "taken twice");
+        assert!(!p.take(8), "out of bounds");
+        // The ids skipped over are free, oldest first after the fresh ones.
+        let got: Vec<_> = std::iter::from_fn(|| p.alloc()).collect();
+        assert_eq!(got, [4, 5, 6, 7, 0, 2]);
+
+        let mut s = SlotPool::new(100);
+        assert!(s.take(10, 20));
+        assert!(!s.take(25, 10), "overlaps a taken range");
+        assert_eq!(s.alloc(10), Some(0));
+        assert_eq!(s.alloc(5), Some(30));
+        s.release(10, 20);
+        assert_eq!(s.alloc(20), Some(10));
     }
 
     #[test]

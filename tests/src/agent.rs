@@ -104,6 +104,7 @@ impl<'lab> LbdGuard<'lab> {
         args: &[&str],
         log: &Path,
         ready: Ready,
+        env: &[(&str, &std::ffi::OsStr)],
     ) -> Result<LbdGuard<'lab>> {
         let bin = lbd_binary();
         let socket = control_socket_of(config)?
@@ -120,6 +121,7 @@ impl<'lab> LbdGuard<'lab> {
             .arg("--config")
             .arg(config)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -245,6 +247,33 @@ impl<'lab> LbdGuard<'lab> {
         // the PID is still ours.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         let status = self.child.wait().context("waiting for lbd")?;
+        self.exit = Some(status);
+        Ok(status)
+    }
+
+    /// SIGUSR2: lbd exits leaving its program attached, its maps pinned and its virtual
+    /// addresses configured, for the next lbd to adopt. Waits for the exit (SIGKILL after
+    /// 5 s, like [`stop`](LbdGuard::stop)).
+    pub fn leave(&mut self) -> Result<ExitStatus> {
+        if let Some(status) = self.exit {
+            return Ok(status);
+        }
+        self.forget_pid();
+        let pid = libc::pid_t::try_from(self.child.id())?;
+        // SAFETY: as in `kill`.
+        unsafe { libc::kill(pid, libc::SIGUSR2) };
+        let deadline = Instant::now() + STOP_GRACE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                // SAFETY: as in `kill`.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                break self.child.wait()?;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
         self.exit = Some(status);
         Ok(status)
     }

@@ -350,6 +350,8 @@ impl Lab {
         fs::create_dir(&self.dir)
             .with_context(|| format!("creating lab directory {}", self.dir.display()))?;
         self.teardown.state().dir = Some(self.dir.clone());
+        ensure_pin_root()?;
+        self.teardown.state().pin_dirs = self.lbs.iter().map(|n| pin_dir_of(&n.ns)).collect();
 
         let mut namespaces = vec![self.bridge_ns.clone()];
         namespaces.extend(self.nodes().map(|n| n.ns.clone()));
@@ -681,6 +683,13 @@ impl Lab {
         self.dir.join(format!("lbd-{}.sock", self.lbs[node].role))
     }
 
+    /// Where the agent on load-balancer node `node` pins its maps and links, per
+    /// [`Lab::lbd_config`]: on bpffs, which is global, so named after the lab's prefix.
+    /// Removed on teardown (links detached first), whatever the agent left there.
+    pub fn pin_dir(&self, node: usize) -> PathBuf {
+        pin_dir_of(&self.lbs[node].ns)
+    }
+
     /// An agent config for load-balancer node `node`: native XDP on `eth0`, the control
     /// socket in the lab directory, and VIP:80 over TCP (`web`) and UDP (`web-udp`) to
     /// every backend with weight 1.
@@ -693,6 +702,7 @@ impl Lab {
     pub fn lbd_config_with(&self, node: usize, backends: &[(Ipv4Addr, u32)]) -> String {
         render_lbd_config(
             &self.control_socket(node),
+            &self.pin_dir(node),
             backends,
             LabKind {
                 nat: self.nat,
@@ -736,7 +746,7 @@ impl Lab {
     ) -> Result<LbdGuard<'_>> {
         let n = &self.lbs[node];
         let log = self.dir.join(format!("lbd-{}.log", n.role));
-        LbdGuard::start(self, &n.ns, config, args, &log, Ready::Attached)
+        LbdGuard::start(self, &n.ns, config, args, &log, Ready::Attached, &[])
     }
 
     /// Starts the agent on node `node` and waits until it answers on its control socket,
@@ -744,7 +754,20 @@ impl Lab {
     pub fn spawn_lbd_on(&self, node: usize, config: &Path) -> Result<LbdGuard<'_>> {
         let n = &self.lbs[node];
         let log = self.dir.join(format!("lbd-{}.log", n.role));
-        LbdGuard::start(self, &n.ns, config, &[], &log, Ready::Answering)
+        LbdGuard::start(self, &n.ns, config, &[], &log, Ready::Answering, &[])
+    }
+
+    /// [`Lab::spawn_lbd_on`] with extra environment variables for the agent (e.g.
+    /// `LBD_XDP_OBJECT`, another program to load).
+    pub fn spawn_lbd_with_env(
+        &self,
+        node: usize,
+        config: &Path,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Result<LbdGuard<'_>> {
+        let n = &self.lbs[node];
+        let log = self.dir.join(format!("lbd-{}.log", n.role));
+        LbdGuard::start(self, &n.ns, config, &[], &log, Ready::Answering, env)
     }
 
     /// The addresses on `ifname` in `ns`.
@@ -772,6 +795,26 @@ impl Lab {
         Ok(v.get(0).and_then(|l| l.get("xdp")).is_some())
     }
 
+    /// The kernel id of the XDP program attached to `ifname` in `ns`, if any.
+    pub fn xdp_program_id(ns: &str, ifname: &str) -> Result<Option<u32>> {
+        let out = netns::ip(ns, &["-j", "-d", "link", "show", "dev", ifname])?;
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .with_context(|| format!("parsing `ip -j link` in {ns}: {out}"))?;
+        let Some(xdp) = v.get(0).and_then(|l| l.get("xdp")) else {
+            return Ok(None);
+        };
+        // One program: {"mode":..,"prog":{..}}; several modes at once: {"attached":[..]}.
+        let prog = xdp.get("prog").or_else(|| {
+            xdp.get("attached")
+                .and_then(|a| a.get(0))
+                .and_then(|a| a.get("prog"))
+        });
+        Ok(prog
+            .and_then(|p| p.get("id"))
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|id| u32::try_from(id).ok()))
+    }
+
     pub(crate) fn teardown(&self) -> &Arc<Teardown> {
         &self.teardown
     }
@@ -791,14 +834,21 @@ struct LabKind {
 
 /// VIP:80 over TCP (`web`) and UDP (`web-udp`), and with IPv6 the same on the VIP's twin
 /// (`web6`, `web6-udp`, to the backends' twins); NAT VIPs to port 8080 in a NAT lab.
-fn render_lbd_config(control_socket: &Path, backends: &[(Ipv4Addr, u32)], kind: LabKind) -> String {
+fn render_lbd_config(
+    control_socket: &Path,
+    pin_dir: &Path,
+    backends: &[(Ipv4Addr, u32)],
+    kind: LabKind,
+) -> String {
     let mut s = format!(
         "[agent]\n\
          interface = \"eth0\"\n\
          xdp_mode = \"native\"\n\
          hash_seed = 0\n\
-         control_socket = \"{}\"\n",
-        control_socket.display()
+         control_socket = \"{}\"\n\
+         pin_dir = \"{}\"\n",
+        control_socket.display(),
+        pin_dir.display()
     );
     if kind.nat {
         s.push_str("nat_interfaces = [\"eth1\"]\n");
@@ -834,6 +884,43 @@ fn render_lbd_config(control_socket: &Path, backends: &[(Ipv4Addr, u32)], kind: 
     s
 }
 
+/// Where the lab's agents pin. Not `/sys/fs/bpf`: `ip netns exec` mounts a sysfs of the
+/// namespace over `/sys`, which hides the host's bpffs from the agent. A bpffs of the labs'
+/// own outside `/sys` is seen the same from inside and outside the namespaces.
+pub const PIN_ROOT: &str = "/run/lb-tests/bpf";
+
+/// `PIN_ROOT/<namespace>`: unique as long as the namespace name is.
+fn pin_dir_of(ns: &str) -> PathBuf {
+    Path::new(PIN_ROOT).join(ns)
+}
+
+/// Mounts a bpffs at [`PIN_ROOT`] unless one is there; under a lock, so labs of several
+/// processes starting at once mount it once (a second mount would hide the first's pins).
+fn ensure_pin_root() -> Result<()> {
+    use std::os::fd::AsRawFd as _;
+    fs::create_dir_all(PIN_ROOT).with_context(|| format!("creating {PIN_ROOT}"))?;
+    let lock_path = Path::new(PIN_ROOT).with_extension("lock");
+    let lock = fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    // SAFETY: flock on a descriptor we own; released when `lock` closes.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("locking the pin root");
+    }
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let dir = fs::File::open(PIN_ROOT)?;
+    // SAFETY: fstatfs into a zeroed struct we own.
+    if unsafe { libc::fstatfs(dir.as_raw_fd(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("statfs of the pin root");
+    }
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    #[allow(clippy::unnecessary_cast)]
+    if st.f_type as i64 != BPF_FS_MAGIC {
+        netns::run(std::process::Command::new("mount").args(["-t", "bpf", "bpf", PIN_ROOT]))
+            .context("mounting a bpffs for the labs' pins")?;
+    }
+    Ok(())
+}
+
 fn attach_xdp_pass(ns: &str, ifname: &str) -> Result<aya::Ebpf> {
     netns::run_in(ns, || {
         let mut ebpf = aya::Ebpf::load(lb_userspace::dataplane::HELPERS_OBJECT)
@@ -865,6 +952,8 @@ pub(crate) struct TeardownState {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     dir: Option<PathBuf>,
+    /// The agents' pin directories on bpffs (global, so they outlive the namespaces).
+    pin_dirs: Vec<PathBuf>,
 }
 
 static LABS: Mutex<Vec<Weak<Teardown>>> = Mutex::new(Vec::new());
@@ -920,6 +1009,16 @@ impl Teardown {
         st.stop.store(true, Ordering::Relaxed);
         for t in std::mem::take(&mut st.threads) {
             let _ = t.join();
+        }
+        // After the agents are gone, before the namespaces: a killed agent's pinned
+        // links are still attached to the lab's interfaces.
+        for dir in std::mem::take(&mut st.pin_dirs) {
+            if let Err(e) = lb_userspace::dataplane::cleanup(&dir) {
+                eprintln!(
+                    "lab teardown: removing the pins in {}: {e:#}",
+                    dir.display()
+                );
+            }
         }
         for ns in std::mem::take(&mut st.namespaces) {
             if let Err(e) = netns::del(&ns) {
@@ -1011,10 +1110,17 @@ mod tests {
     fn the_generated_agent_config_is_valid_for_the_agent() {
         let backends = [FIRST_BACKEND_ADDR, offset(FIRST_BACKEND_ADDR, 1)];
         let weighted: Vec<_> = backends.iter().map(|&b| (b, 2)).collect();
-        let text = render_lbd_config(Path::new("/tmp/x/lbd.sock"), &weighted, LabKind::default());
+        let pins = Path::new("/sys/fs/bpf/x");
+        let text = render_lbd_config(
+            Path::new("/tmp/x/lbd.sock"),
+            pins,
+            &weighted,
+            LabKind::default(),
+        );
         let config = lb_userspace::config::parse(&text).unwrap_or_else(|d| panic!("{d:?}\n{text}"));
         assert_eq!(config.agent.interface, "eth0");
         assert_eq!(config.agent.control_socket, Path::new("/tmp/x/lbd.sock"));
+        assert_eq!(config.agent.pin_dir, pins);
         assert_eq!(config.vips.len(), 2);
         for v in &config.vips {
             assert_eq!(v.address, std::net::IpAddr::V4(VIP));
@@ -1027,7 +1133,7 @@ mod tests {
             nat: true,
             ipv6: true,
         };
-        let text = render_lbd_config(Path::new("/tmp/x/lbd.sock"), &weighted, kind);
+        let text = render_lbd_config(Path::new("/tmp/x/lbd.sock"), pins, &weighted, kind);
         let config = lb_userspace::config::parse(&text).unwrap_or_else(|d| panic!("{d:?}\n{text}"));
         assert_eq!(config.agent.nat_interfaces, ["eth1"]);
         assert_eq!(config.vips.len(), 4);

@@ -88,9 +88,10 @@ fn tcp_checks_remove_a_refusing_and_a_silent_backend_and_bring_them_back() {
 
     let socket = lab.control_socket(0);
     let mut text = format!(
-        "[agent]\ninterface = \"eth0\"\ncontrol_socket = \"{}\"\n\n[[vip]]\nname = \"svc\"\naddress = \"{}\"\nport = {PORT}\nprotocol = \"tcp\"\n\
+        "[agent]\ninterface = \"eth0\"\ncontrol_socket = \"{}\"\npin_dir = \"{}\"\n\n[[vip]]\nname = \"svc\"\naddress = \"{}\"\nport = {PORT}\nprotocol = \"tcp\"\n\
          [vip.health_check]\ntype = \"tcp\"\ninterval = \"{}ms\"\ntimeout = \"100ms\"\nrise = {RISE}\nfall = {FALL}\n",
         socket.display(),
+        lab.pin_dir(0).display(),
         lab::VIP,
         INTERVAL.as_millis()
     );
@@ -219,8 +220,9 @@ fn http_checks_tell_200_from_503_and_https_checks_verify_a_real_tls_server() {
     }
     let socket = lab.control_socket(0);
     let mut text = format!(
-        "[agent]\ninterface = \"eth0\"\ncontrol_socket = \"{}\"\n",
-        socket.display()
+        "[agent]\ninterface = \"eth0\"\ncontrol_socket = \"{}\"\npin_dir = \"{}\"\n",
+        socket.display(),
+        lab.pin_dir(0).display()
     );
     let checks = [
         (

@@ -58,8 +58,9 @@ fn convert(lab: &Lab, keepalived_conf: &str, opts: &Options) -> (Imported, std::
     let toml = imported.toml.replacen(
         "[agent]\n",
         &format!(
-            "[agent]\ncontrol_socket = {:?}\n",
-            socket.display().to_string()
+            "[agent]\ncontrol_socket = {:?}\npin_dir = {:?}\n",
+            socket.display().to_string(),
+            lab.pin_dir(0).display().to_string()
         ),
         1,
     );

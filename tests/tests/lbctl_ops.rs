@@ -59,8 +59,9 @@ fn an_operator_builds_and_changes_a_vip_with_lbctl_while_connections_stream() {
         .write_file(
             "lbd.toml",
             &format!(
-                "[agent]\ninterface = \"eth0\"\ncontrol_socket = \"{}\"\n",
-                socket.display()
+                "[agent]\ninterface = \"eth0\"\ncontrol_socket = \"{}\"\npin_dir = \"{}\"\n",
+                socket.display(),
+                lab.pin_dir(0).display()
             ),
         )
         .unwrap();

@@ -157,12 +157,12 @@ fn vrrp_two_lbd_nodes_elect_fail_over_and_preempt() {
     );
     assert!(gap <= master_down(100) + INTERVAL + SLACK, "gap {gap:?}");
     traffic_through(&lab, &b, 1, None);
-    // Like keepalived after kill -9, the dead node still has the VIP configured; its next
-    // start removes it.
+    // Like keepalived after kill -9, the dead node still has the VIP configured (and, its
+    // link being pinned, its program attached).
     assert!(holds_vip(&lab, 0).unwrap());
 
-    // The old master comes back: it starts as backup, removes the stale VIP at once, and
-    // preempts after its own Master_Down_Interval.
+    // The old master comes back: it adopts its pinned program, finds the VIP still there
+    // and resumes as master at once; B yields at its first advert (docs/operations.md).
     drop(a);
     let a = lab.spawn_lbd_on(0, &cfg_a).expect("lbd A restarts");
     let restarted = Instant::now();
@@ -173,8 +173,8 @@ fn vrrp_two_lbd_nodes_elect_fail_over_and_preempt() {
         "preempted after {took:?}"
     );
     assert!(
-        a.log().contains("virtual address removed"),
-        "the restarted node did not clean up the VIP left by the crash:\n{}",
+        a.log().contains("resuming as MASTER"),
+        "the restarted node did not resume:\n{}",
         a.log()
     );
     wait_lbd_state(b.socket(), "backup", Duration::from_secs(1)).unwrap();

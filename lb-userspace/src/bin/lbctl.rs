@@ -491,6 +491,21 @@ fn print_status(s: &StatusReport) {
         "{} VIPs, {} backends ({} unresolved)",
         s.vips, s.backends, s.unresolved_backends
     );
+    let a = &s.adopted;
+    if a.any() {
+        println!(
+            "adopted from the previous run: {} maps ({} replaced), {} XDP link(s){}; {} map writes since",
+            a.maps.len(),
+            a.replaced.len(),
+            a.links.len(),
+            match a.program_changed {
+                Some(true) => ", program upgraded",
+                Some(false) => ", same program",
+                None => "",
+            },
+            s.map_writes
+        );
+    }
     if s.vrrp.is_empty() {
         return;
     }

@@ -1,7 +1,9 @@
 //! lbd: the load-balancer agent. Loads the XDP program, programs its maps from the
 //! config, resolves backend MACs, attaches (or, with VRRP instances, attaches while one of
 //! them is master), serves the control socket, and on SIGTERM or SIGINT hands the virtual
-//! addresses over, detaches and exits.
+//! addresses over, detaches and exits. Maps and links are pinned under `agent.pin_dir`:
+//! after a crash (or SIGUSR2, which exits leaving everything in place) the next lbd adopts
+//! them and traffic never stops; `lbd --cleanup` removes them.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -12,7 +14,7 @@ use lb_userspace::{
     agent::Agent,
     config,
     control::{self, Command, HealthReport, Response},
-    dataplane::Dataplane,
+    dataplane::{Dataplane, LoadOptions},
     health::{BackendId, Forced, HealthHandle, HealthRunner, SchedulerConfig},
     metrics,
     net::{self, NeighbourEvent, Netlink},
@@ -32,12 +34,15 @@ use tracing::{error, info, warn};
 /// keeps backend MACs current from the kernel's neighbour table, and answers `lbctl`
 /// on `agent.control_socket`. With `[[vrrp]]` instances, the program is attached and the
 /// virtual addresses held only while this node is master of at least one of them.
-/// SIGTERM or SIGINT hands mastership over (priority-0 adverts), detaches the program
-/// and exits 0.
+/// SIGTERM or SIGINT hands mastership over (priority-0 adverts), detaches the program,
+/// removes its pins and exits 0. SIGUSR2 exits at once leaving the program attached, the
+/// maps pinned and the virtual addresses in place, for the next lbd (an upgrade) to adopt;
+/// so does a crash.
 ///
 /// Examples:
 ///   lbd --config /etc/lbd/lb.toml
 ///   lbd --config lb.toml --check        # validate only
+///   lbd --config lb.toml --cleanup      # uninstall: detach, remove pins and VRRP addresses
 ///   RUST_LOG=debug lbd --config lb.toml
 ///   lbd --config lb.toml --log-format json   # one JSON object per line
 #[derive(Parser)]
@@ -52,6 +57,11 @@ struct Args {
     /// Log lines for people (default) or one JSON object per line, for log collectors.
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+    /// Remove what lbd leaves behind after a crash or SIGUSR2: detach the program, remove
+    /// every pin under agent.pin_dir and the VRRP instances' addresses. Refused while an
+    /// lbd serves the control socket. Running it twice is harmless.
+    #[arg(long, conflicts_with = "check")]
+    cleanup: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -59,6 +69,10 @@ enum LogFormat {
     Human,
     Json,
 }
+
+/// An alternative XDP object to load instead of the embedded one (testing upgrades,
+/// running a custom build of the program).
+const OBJECT_ENV: &str = "LBD_XDP_OBJECT";
 
 /// How long startup waits for backend MACs before attaching anyway.
 const RESOLVE_WAIT: Duration = Duration::from_secs(3);
@@ -97,6 +111,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if args.cleanup {
+        return match runtime.block_on(cleanup(&config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lbd --cleanup: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(run(config, args.config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -154,14 +177,39 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
         );
     }
     let mut neighbour_events = Box::pin(net::watch_neighbours()?);
-    let dp = Dataplane::load(config.agent.table_capacity, config.agent.flow_table_size)?;
     let socket_path = config.agent.control_socket.clone();
+    // Before touching the pins: a running lbd's would be taken from under it.
+    refuse_if_serving(&socket_path)?;
+    let object = std::env::var_os(OBJECT_ENV).map(PathBuf::from);
+    let also: Vec<u32> = nat_links.iter().map(|l| l.index).collect();
+    let dp = Dataplane::load_with(
+        &LoadOptions {
+            pin_dir: Some(&config.agent.pin_dir),
+            object: object.as_deref(),
+            ifindex: link.index,
+            also: &also,
+        },
+        config.agent.table_capacity,
+        config.agent.flow_table_size,
+    )?;
+    let adoption = dp.adoption().clone();
+    if adoption.any() {
+        info!(pin_dir = %config.agent.pin_dir.display(), maps = ?adoption.maps, replaced = ?adoption.replaced,
+              links = ?adoption.links, program_changed = ?adoption.program_changed,
+              "adopted the previous run's pinned maps and links");
+    }
     let (health_runner, health, mut transitions) = HealthRunner::new(SchedulerConfig::default());
     tokio::spawn(health_runner.run());
     let keep_attached = config.agent.xdp_on_backup == config::XdpOnBackup::Attached;
     let mut vrrp = Vrrp::new(&config.vrrp, &netlink, keep_attached).await?;
     let mut agent = Agent::new(config, config_path.clone(), link, dp, health.clone())?;
     agent.set_nat_links(nat_links)?;
+    if adoption.any() {
+        info!(
+            writes = agent.dataplane().writes(),
+            "the configuration reconciled with the adopted maps (only differences written)"
+        );
+    }
 
     resolve_backends(&netlink, &mut agent).await?;
     let unresolved = agent.unresolved();
@@ -175,8 +223,10 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
         agent.attach()?;
     } else {
         // Backup first: the program stays loaded with its maps written, so becoming
-        // master only has to attach it.
-        vrrp.start(&mut agent).await?;
+        // master only has to attach it. A run that adopted an attached program resumes
+        // as master where the addresses are still on the interface.
+        let resume = agent.attached();
+        vrrp.start(&mut agent, resume).await?;
         vrrp.track(&agent.vips_without_backend(), &mut agent)
             .await?;
     }
@@ -191,13 +241,20 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    let mut sigusr2 = signal(SignalKind::user_defined2())?;
     let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
     info!(socket = %socket_path.display(), "lbd ready");
 
+    let mut leave = false;
     let outcome = loop {
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM received, shutting down"); break Ok(()); }
             _ = sigint.recv() => { info!("SIGINT received, shutting down"); break Ok(()); }
+            _ = sigusr2.recv() => {
+                info!("SIGUSR2 received: exiting with the program attached and everything pinned, for the next lbd to adopt");
+                leave = true;
+                break Ok(());
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => { tokio::spawn(serve_client(stream, requests_tx.clone())); }
                 Err(e) => warn!("control socket accept: {e}"),
@@ -253,13 +310,66 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
         }
     };
     let _ = std::fs::remove_file(&socket_path);
+    if leave {
+        // Nothing handed over, nothing removed: the next run resumes within
+        // Master_Down_Interval as if this one had never stopped.
+        agent.into_dataplane().leave();
+        return outcome;
+    }
     // Hand over first (priority-0 adverts, addresses removed), so a backup takes over
     // after Skew_Time; the program keeps forwarding until it has.
     if let Err(e) = vrrp.shutdown(&mut agent).await {
         error!("VRRP shutdown: {e:#}");
     }
     agent.detach()?;
+    // A graceful stop leaves nothing for a next run to adopt.
+    agent.into_dataplane().unpin_all()?;
     outcome
+}
+
+/// Fails if an lbd answers on `socket`.
+fn refuse_if_serving(socket: &std::path::Path) -> anyhow::Result<()> {
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        anyhow::bail!(
+            "another lbd is already serving {}; stop it or set agent.control_socket",
+            socket.display()
+        );
+    }
+    Ok(())
+}
+
+/// `lbd --cleanup`: detaches the pinned program, removes every pin and the VRRP
+/// instances' addresses (which a crashed master leaves on its interface).
+async fn cleanup(config: &config::Config) -> anyhow::Result<()> {
+    refuse_if_serving(&config.agent.control_socket)
+        .context("refusing to clean up under a running lbd")?;
+    let pins = lb_userspace::dataplane::cleanup(&config.agent.pin_dir)?;
+    let netlink = Netlink::connect()?;
+    let mut removed = 0;
+    for instance in &config.vrrp {
+        let link = match netlink.link(&instance.interface).await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!("VRRP instance {}: {e:#}", instance.name);
+                continue;
+            }
+        };
+        for a in &instance.addresses {
+            if netlink
+                .remove_address(link.index, a.addr, a.prefix_len)
+                .await?
+            {
+                removed += 1;
+            }
+        }
+    }
+    println!(
+        "lbd --cleanup: {} XDP link(s) detached, {} pin(s) removed from {}, {removed} VRRP address(es) removed",
+        pins.links_detached,
+        pins.pins_removed,
+        config.agent.pin_dir.display()
+    );
+    Ok(())
 }
 
 /// Health reports and forced states: these talk to the health runner, so they are async
@@ -403,12 +513,7 @@ fn bind_control(path: &std::path::Path) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        anyhow::bail!(
-            "another lbd is already serving {}; stop it or set agent.control_socket",
-            path.display()
-        );
-    }
+    refuse_if_serving(path)?;
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)
         .with_context(|| format!("binding the control socket {}", path.display()))?;

@@ -154,6 +154,7 @@ fn every_key_is_documented() {
         "xdp_mode",
         "hash_seed",
         "control_socket",
+        "pin_dir",
         "table_capacity",
         "flow_table_size",
         "tcp_idle_timeout",

@@ -383,13 +383,34 @@ impl Vrrp {
     /// Starts every instance (RFC 5798 Startup event): each enters Backup, removes its
     /// addresses in case a previous run crashed while master, and waits for a master; an
     /// owner (priority 255) becomes master at once.
-    pub async fn start(&mut self, serving: &mut dyn Serving) -> anyhow::Result<()> {
+    ///
+    /// With `resume` (this run adopted a program still attached by the previous one), an
+    /// instance whose addresses are all still on its interface was master when that run
+    /// ended: it resumes as master at once ([`Machine::resume_master`]) instead of giving
+    /// the addresses up, so a restart within Master_Down_Interval moves nothing.
+    pub async fn start(&mut self, serving: &mut dyn Serving, resume: bool) -> anyhow::Result<()> {
+        let mut resumed = vec![false; self.instances.len()];
+        if resume {
+            for (i, inst) in self.instances.iter().enumerate() {
+                let present = self.netlink.addresses(inst.ifindex).await?;
+                resumed[i] = inst
+                    .cfg
+                    .addresses
+                    .iter()
+                    .all(|a| present.iter().any(|p| p.addr == a.addr));
+            }
+        }
         let now = Instant::now();
-        for i in &mut self.instances {
-            i.machine.startup(now);
-            i.last_change = now;
-            i.suspect_at =
-                (i.machine.state() == State::Backup).then(|| suspect_after(&i.machine, now));
+        for (inst, &resume) in self.instances.iter_mut().zip(&resumed) {
+            if resume {
+                info!(instance = %inst.name(), "program still attached and addresses still configured: resuming as MASTER");
+                inst.machine.resume_master(now);
+            } else {
+                inst.machine.startup(now);
+            }
+            inst.last_change = now;
+            inst.suspect_at =
+                (inst.machine.state() == State::Backup).then(|| suspect_after(&inst.machine, now));
         }
         self.act(now, serving).await?;
         self.prepare(now, serving)?;

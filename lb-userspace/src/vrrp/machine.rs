@@ -472,6 +472,30 @@ impl Machine {
         self.push(Action::Notify(State::Backup));
     }
 
+    /// Startup of a node that was master a moment ago and never gave the role up: a
+    /// restarted agent that found its program still attached and the virtual addresses
+    /// still on the interface. RFC 5798 has no such event; its closest reading is that
+    /// the router never left Master, so it becomes master at once and advertises
+    /// immediately. Backups whose Master_Down_Timer is still running restart it on that
+    /// advert and never notice. If one already took over (the restart came later than
+    /// Master_Down_Interval), the two masters meet and the ordinary rules pick one: a
+    /// higher priority, or an equal one from a higher address, makes this node yield at
+    /// the other's advert (which a master sends at once on hearing a lower priority).
+    ///
+    /// Unlike a takeover, the announcement waits one Advertisement_Interval: the
+    /// neighbours still point at this node unless another master took over, and then a
+    /// gratuitous ARP from a node about to yield would be the one that sticks (Linux
+    /// ignores a second update of the same entry within `locktime`, 1 s), sending clients
+    /// to a node that no longer serves. Still master after an interval, it announces.
+    /// Ignored unless in Initialize.
+    pub fn resume_master(&mut self, now: Instant) {
+        if self.state != State::Initialize {
+            self.pull_back_timers(now);
+            return;
+        }
+        self.become_master_with(now, false);
+    }
+
     /// Shutdown event: a master sends a priority-0 advert (so a backup takes over after
     /// Skew_Time instead of Master_Down_Interval) and removes the addresses; every timer stops.
     pub fn shutdown(&mut self, _now: Instant) {
@@ -713,6 +737,12 @@ impl Machine {
     }
 
     fn become_master(&mut self, now: Instant) {
+        self.become_master_with(now, true);
+    }
+
+    /// Becomes master; `announce_now` false defers the first announcement by one
+    /// Advertisement_Interval (see [`Machine::resume_master`]).
+    fn become_master_with(&mut self, now: Instant, announce_now: bool) {
         self.state = State::Master;
         self.cause = self.down_cause;
         self.stats.became_master += 1;
@@ -725,10 +755,18 @@ impl Machine {
         self.send_advert(self.priority);
         self.push(Action::BecameMaster);
         self.push(Action::AddVips(self.config.vips.clone()));
-        self.announce(self.config.announce.repeat);
+        if announce_now {
+            self.announce(self.config.announce.repeat);
+        }
         self.push(Action::Notify(State::Master));
         self.adver_timer = Some(after(now, self.advertisement_interval()));
         self.pending_announcements.clear();
+        if !announce_now {
+            self.pending_announcements.push((
+                after(now, self.advertisement_interval()),
+                self.config.announce.repeat,
+            ));
+        }
         if let Some(delay) = self.config.announce.delay {
             self.pending_announcements
                 .push((after(now, delay), self.config.announce.repeat));
@@ -822,7 +860,8 @@ impl Machine {
         let longest = a
             .delay
             .unwrap_or_default()
-            .max(a.lower_prio_delay.unwrap_or_default());
+            .max(a.lower_prio_delay.unwrap_or_default())
+            .max(advert);
         for (at, _) in &mut self.pending_announcements {
             let latest = after(now, longest);
             if *at > latest {

@@ -183,6 +183,86 @@ fn vrrp_startup_enters_backup_and_clears_leftover_vips() {
 }
 
 #[test]
+fn vrrp_resumed_master_advertises_at_once_and_announces_one_interval_later() {
+    let t = Instant::now();
+    let mut m = machine(config(100));
+    m.resume_master(t);
+    assert_eq!(m.state(), State::Master);
+    // The advert first, so running backups restart their Master_Down_Timer; the
+    // addresses are added (they are there already), never removed; no gratuitous ARP yet.
+    let actions = drain(&mut m);
+    assert_eq!(
+        actions,
+        vec![
+            Action::SendAdvert(advert(100, 100)),
+            Action::BecameMaster,
+            Action::AddVips(vips()),
+            Action::Notify(State::Master),
+        ]
+    );
+    // A backup that still waits for its master hears this advert in time and stays
+    // backup: nothing moves.
+    let mut peer = Machine::new(Config::new(51, 100, v4("10.0.0.3"), vips())).unwrap();
+    peer.startup(t - secs(2));
+    drain(&mut peer);
+    let Action::SendAdvert(repr) = &actions[0] else {
+        panic!("{actions:?}")
+    };
+    peer.handle_advert(t, repr, v4(ME)).unwrap();
+    peer.handle_timeout(t + ms(3_000));
+    assert_eq!(peer.state(), State::Backup);
+    // Still master one interval later: the advert and the announcement are due.
+    assert_eq!(m.poll_timeout(), Some(t + secs(1)));
+    m.handle_timeout(t + secs(1));
+    assert_eq!(
+        drain(&mut m),
+        vec![
+            Action::SendAdvert(advert(100, 100)),
+            Action::SendGratuitous {
+                addrs: vips(),
+                repeat: 5
+            },
+        ]
+    );
+    // Only once: a second resume (or a startup) changes nothing.
+    m.resume_master(t + secs(1));
+    m.startup(t + secs(1));
+    assert!(drain(&mut m).is_empty());
+}
+
+#[test]
+fn vrrp_resumed_master_stands_down_for_the_master_that_took_over_meanwhile() {
+    let t = Instant::now();
+    // The restart came after Master_Down_Interval: the peer (equal priority, higher
+    // address) is master now and answers the resumed node's advert with its own. The
+    // resumed node yields without having announced anything.
+    let mut m = machine(config(100));
+    m.resume_master(t);
+    drain(&mut m);
+    let peer = v4("10.0.0.3");
+    m.handle_advert(t + ms(1), &advert(100, 100), peer).unwrap();
+    assert_eq!(m.state(), State::Backup);
+    assert_eq!(drain(&mut m), becoming_backup());
+    assert_eq!(m.current_master(), Some(peer));
+    m.handle_timeout(t + secs(1));
+    assert!(drain(&mut m)
+        .iter()
+        .all(|a| !matches!(a, Action::SendGratuitous { .. })));
+    // A resumed node outranking the new master takes the role back, as a preempting
+    // backup would: the other side yields on its advert, and it announces on time.
+    let mut m = machine(config(200));
+    m.resume_master(t);
+    drain(&mut m);
+    m.handle_advert(t + ms(1), &advert(100, 100), peer).unwrap();
+    assert_eq!(m.state(), State::Master);
+    assert_eq!(sent_priorities(&drain(&mut m)), vec![200]);
+    m.handle_timeout(t + secs(1));
+    assert!(drain(&mut m)
+        .iter()
+        .any(|a| matches!(a, Action::SendGratuitous { .. })));
+}
+
+#[test]
 fn vrrp_initialize_ignores_adverts_and_timers() {
     let t = Instant::now();
     let mut m = machine(config(100));
