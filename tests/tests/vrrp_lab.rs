@@ -193,9 +193,11 @@ fn vrrp_two_lbd_nodes_elect_fail_over_and_preempt() {
         "graceful: B master {took:?} after SIGTERM (Skew_Time {:?})",
         skew(100)
     );
+    // RFC 5798: Skew_Time after the priority-0 advert, plus what a loaded machine adds.
     assert!(
-        took <= INTERVAL,
-        "took {took:?}, more than one advert interval"
+        took <= skew(100) + SLACK,
+        "took {took:?}, more than Skew_Time {:?} + {SLACK:?}",
+        skew(100)
     );
     assert!(sb.priority_zero_received >= 1, "{sb:#?}");
     let exit = a.stop().unwrap();
