@@ -10,12 +10,13 @@ use lb_common::{
 use crate::{
     maps::{BACKENDS, BACKEND_TABLE, FLOWS, SETTINGS},
     parse::{Parsed, IPPROTO_TCP},
+    stats,
 };
 
 /// The flow table key of `flow`: with source affinity every connection of a client shares
 /// one entry and one hash.
 #[inline(always)]
-fn key_of(flow: &FlowKey, vip: &VipInfo) -> FlowKey {
+pub fn key_of(flow: &FlowKey, vip: &VipInfo) -> FlowKey {
     let mut key = *flow;
     if vip.flags & VIP_F_SOURCE_AFFINITY != 0 {
         key.sport_be = 0;
@@ -76,6 +77,7 @@ pub fn backend_for(pkt: &Parsed, vip: &VipInfo) -> Option<u32> {
         }
     }
 
+    stats::count_hashed();
     let id = hashed(&key, vip, seed)?;
     // A full table evicts its least recently used entry; failing to pin only means the
     // next packet is hashed again, to the same backend while the set is unchanged.

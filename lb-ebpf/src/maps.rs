@@ -75,6 +75,10 @@ pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(M
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
+/// See `lb_common::flow::FLOW_STAT_HASHED`.
+#[map]
+pub static FLOW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 pub static REASON_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
 

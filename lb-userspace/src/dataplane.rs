@@ -415,6 +415,37 @@ impl Dataplane {
             .map(|(_, _, duration)| duration)
     }
 
+    /// Runs another program of the object (the benchmark's entry points in
+    /// `lb-ebpf/src/bench.rs`, which share this program's maps) `repeat` times on `frame`
+    /// arriving on `ifindex`, loading it first if needed. Returns the last run's verdict and
+    /// the mean duration per run.
+    pub fn time_program(
+        &mut self,
+        name: &str,
+        ifindex: u32,
+        frame: &[u8],
+        repeat: u32,
+    ) -> anyhow::Result<(u32, std::time::Duration)> {
+        let prog = program_named(&mut self.ebpf, name)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(verifier_error)?;
+        }
+        self.run_program(name, frame, Some(ifindex), repeat)
+            .map(|(verdict, _, duration)| (verdict, duration))
+    }
+
+    /// How many packets were balanced through the lookup table rather than by a flow
+    /// entry (`lb_common::flow::FLOW_STAT_HASHED`), over all CPUs.
+    pub fn flows_hashed(&self) -> anyhow::Result<u64> {
+        let m = self
+            .ebpf
+            .map("FLOW_STATS")
+            .ok_or_else(|| anyhow!("map FLOW_STATS missing from the XDP object"))?;
+        let values =
+            PerCpuArray::<_, u64>::try_from(m)?.get(&lb_common::flow::FLOW_STAT_HASHED, 0)?;
+        Ok(values.iter().sum())
+    }
+
     /// One `BPF_PROG_TEST_RUN`: the verdict, the frame as the program left it, and the mean
     /// duration per run. Without `ifindex` the kernel uses loopback as the ingress.
     fn run(
@@ -423,10 +454,21 @@ impl Dataplane {
         ifindex: Option<u32>,
         repeat: u32,
     ) -> anyhow::Result<(u32, Vec<u8>, std::time::Duration)> {
+        self.run_program(PROGRAM, frame, ifindex, repeat)
+    }
+
+    fn run_program(
+        &mut self,
+        name: &str,
+        frame: &[u8],
+        ifindex: Option<u32>,
+        repeat: u32,
+    ) -> anyhow::Result<(u32, Vec<u8>, std::time::Duration)> {
         // Room for a program that grows the frame (encapsulation) without ENOSPC.
         let mut out = vec![0u8; frame.len() + 256];
         let ctx = ifindex.map(|i| xdp_md(i, frame.len()));
-        let result = program(&mut self.ebpf)?
+        let prog = program_named(&mut self.ebpf, name)?;
+        let result = prog
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut out),
@@ -461,8 +503,12 @@ fn xdp_md(ifindex: u32, len: usize) -> Vec<u8> {
 }
 
 fn program(ebpf: &mut Ebpf) -> anyhow::Result<&mut Xdp> {
-    ebpf.program_mut(PROGRAM)
-        .ok_or_else(|| anyhow!("program {PROGRAM} missing from the XDP object"))?
+    program_named(ebpf, PROGRAM)
+}
+
+fn program_named<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Xdp> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the XDP object"))?
         .try_into()
         .context("program type")
 }
