@@ -34,7 +34,7 @@ pub struct FlowEntry {
     /// The VIP the flow was balanced for; an entry left by a removed VIP whose id was
     /// reused must not steer the new VIP's traffic.
     pub vip_id: u32,
-    /// `bpf_ktime_get_ns()` of the flow's last packet.
+    /// `bpf_ktime_get_coarse_ns()` (`CLOCK_MONOTONIC` at tick resolution) of the flow's last packet.
     pub last_seen_ns: u64,
 }
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 16);

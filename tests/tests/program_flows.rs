@@ -114,6 +114,9 @@ fn an_idle_flow_is_balanced_again() {
         udp_idle_ns: 1,
     })
     .unwrap();
+    // Entries are stamped with the coarse clock, which moves once a tick (1-10 ms): within
+    // a tick an entry is 0 ns old, which no timeout exceeds.
+    std::thread::sleep(std::time::Duration::from_millis(50));
     assert_eq!(
         forward(&mut h, &established(40000)),
         other as usize,
