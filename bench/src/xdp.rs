@@ -615,6 +615,14 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
             stage,
             None,
         ),
+        spec(
+            "stage: parse + VIP + flow + interface lookup",
+            "bench_stage_iface",
+            established.clone(),
+            Baseline::Pass,
+            stage,
+            None,
+        ),
     ];
     // Flows exist before they are measured as established: pin them once.
     for frame in [&established, &udp, &dr_specs[3].frame, &dr_specs[6].frame] {

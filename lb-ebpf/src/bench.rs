@@ -19,7 +19,7 @@ use aya_ebpf::{
 
 use crate::{
     flow,
-    maps::{vip_key, FLOWS, SCRATCH, VIPS},
+    maps::{self, vip_key, FLOWS, SCRATCH, VIPS},
     parse::{self, raw16, set_raw16, Kind, Parsed, ETH_HLEN},
 };
 
@@ -116,4 +116,22 @@ pub fn bench_stage_flow(ctx: XdpContext) -> u32 {
     };
     // SAFETY: read only.
     verdict(unsafe { FLOWS.get(flow::key_of(&pkt.flow, vip)) }.is_some())
+}
+
+/// Stage 4: the ingress interface's entry (DR's source MAC).
+#[xdp]
+pub fn bench_stage_iface(ctx: XdpContext) -> u32 {
+    let Some(pkt) = parsed(&ctx) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let key = vip_key(pkt.flow.dst, pkt.flow.dport_be, pkt.flow.proto);
+    // SAFETY: read only.
+    let Some(vip) = (unsafe { VIPS.get(key) }) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: read only.
+    if unsafe { FLOWS.get(flow::key_of(&pkt.flow, vip)) }.is_none() {
+        return xdp_action::XDP_ABORTED;
+    }
+    verdict(maps::iface(ctx.ingress_ifindex() as u32).is_some())
 }

@@ -22,7 +22,7 @@ use lb_common::{
     vip::{VipInfo, MODE_DR, MODE_NAT},
 };
 
-use maps::{IFACES, SCRATCH, VIPS};
+use maps::{SCRATCH, VIPS};
 use parse::{Kind, Parsed};
 
 #[xdp]
@@ -41,6 +41,14 @@ fn run(ctx: &XdpContext) -> u32 {
 
 #[inline(always)]
 fn balance(ctx: &XdpContext, bytes: u64) -> Reason {
+    // Most of what a node receives is for no VIP. Unless it may be a NAT reply, a plain
+    // IPv4 packet to an address the VIP filter does not know is passed before the full
+    // parse: the verdict and reason that `transport` would reach.
+    if let Some(dst) = parse::plain_ipv4_dst(ctx) {
+        if !maps::may_be_vip(&dst) && !nat::in_use() {
+            return Reason::PassNotVip;
+        }
+    }
     // The one entry of a per-CPU array always exists.
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return Reason::PassMalformed;
@@ -58,9 +66,16 @@ fn balance(ctx: &XdpContext, bytes: u64) -> Reason {
 #[inline(always)]
 fn transport(ctx: &XdpContext, pkt: &Parsed, bytes: u64) -> Reason {
     let key = maps::vip_key(pkt.flow.dst, pkt.flow.dport_be, pkt.flow.proto);
-    // SAFETY: VIPS entries are only replaced whole by the agent; a racing update yields
-    // the old or the new VIP, both valid.
-    let Some(vip) = (unsafe { VIPS.get(key) }) else {
+    // Most of what a node receives is for no VIP; the address filter says so cheaper than
+    // the hash lookup of the key would.
+    let vip = if maps::may_be_vip(&pkt.flow.dst) {
+        // SAFETY: VIPS entries are only replaced whole by the agent; a racing update
+        // yields the old or the new VIP, both valid.
+        unsafe { VIPS.get(key) }
+    } else {
+        None
+    };
+    let Some(vip) = vip else {
         // Checked here rather than in the subprogram: calling it costs more than the check.
         if !nat::in_use() {
             return Reason::PassNotVip;
@@ -81,8 +96,7 @@ fn transport(ctx: &XdpContext, pkt: &Parsed, bytes: u64) -> Reason {
 #[inline(never)]
 fn direct_return(ctx: &XdpContext, pkt: &Parsed, vip: &VipInfo, bytes: u64) -> Reason {
     let ifindex = ctx.ingress_ifindex() as u32;
-    // SAFETY: as above.
-    let Some(iface) = (unsafe { IFACES.get(ifindex) }) else {
+    let Some(iface) = maps::iface(ifindex) else {
         return Reason::PassUnknownIface;
     };
     stats::count_vip(vip.id, bytes);

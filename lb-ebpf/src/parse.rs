@@ -284,6 +284,30 @@ pub fn parse(ctx: &XdpContext, out: &mut Scratch) -> Result<Kind, Reason> {
     }
 }
 
+/// The destination of an untagged IPv4 TCP or UDP packet without IP options that
+/// [`parse`] would take whole (valid lengths, not a fragment); `None` for anything else.
+/// Read without the scratch map or a subprogram call: for the quick verdict on traffic that
+/// is for no VIP, which [`parse`] would then only confirm.
+#[inline(always)]
+pub fn plain_ipv4_dst(ctx: &XdpContext) -> Option<Addr> {
+    if raw16(ctx, 12)? != ETH_P_IP.to_be() {
+        return None;
+    }
+    // SAFETY: [u16; 10] and [u8; 20] have the same size; any bit pattern is valid.
+    let h: [u8; IPV4_MIN_HLEN] = unsafe { core::mem::transmute(words::<10>(ctx, ETH_HLEN)?) };
+    let total_len = u16::from_be_bytes([h[2], h[3]]) as usize;
+    let min_l4 = match h[9] {
+        IPPROTO_TCP => TCP_MIN_HLEN,
+        IPPROTO_UDP => UDP_HLEN,
+        _ => return None,
+    };
+    let whole = h[0] == 0x45
+        && u16::from_be_bytes([h[6], h[7]]) & IP_MF_OFFSET_MASK == 0
+        && IPV4_MIN_HLEN + min_l4 <= total_len
+        && ctx.data() + ETH_HLEN + total_len <= ctx.data_end();
+    whole.then(|| from_v4_raw(u32::from_ne_bytes([h[16], h[17], h[18], h[19]])))
+}
+
 /// The IPv4 header: addresses, protocol and where the payload is.
 #[inline(always)]
 fn ipv4(ctx: &XdpContext, l3: usize, vlan: bool) -> Result<Parsed, Reason> {

@@ -14,11 +14,11 @@ use aya::{
 use lb_common::{
     backend::Backend,
     flow::{FlowEntry, FlowKey},
-    iface::IfaceInfo,
+    iface::{IfaceInfo, IfaceSlot, IFACE_CACHE_SLOTS},
     nat::NatEntry,
     settings::Settings,
     stats::{Counter, Reason},
-    vip::{VipInfo, VipKey},
+    vip::{vip_filter_slot, VipInfo, VipKey, VIP_FILTER_SLOTS},
 };
 
 use crate::config::XdpMode;
@@ -143,12 +143,17 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Records interface `ifindex`'s MAC in `IFACES`, and in its `IFACE_CACHE` slot unless
+    /// another interface holds that slot.
     pub fn set_iface(&mut self, ifindex: u32, mac: [u8; 6]) -> anyhow::Result<()> {
-        hash_map::<u32, IfaceInfo>(&mut self.ebpf, "IFACES")?.insert(
-            ifindex,
-            IfaceInfo { mac, _pad: [0; 2] },
-            0,
-        )?;
+        let info = IfaceInfo { mac, _pad: [0; 2] };
+        hash_map::<u32, IfaceInfo>(&mut self.ebpf, "IFACES")?.insert(ifindex, info, 0)?;
+        let slot = ifindex % IFACE_CACHE_SLOTS;
+        let mut cache = array::<IfaceSlot>(&mut self.ebpf, "IFACE_CACHE")?;
+        let held = cache.get(&slot, 0)?.ifindex;
+        if held == 0 || held == ifindex {
+            cache.set(slot, IfaceSlot { ifindex, info }, 0)?;
+        }
         Ok(())
     }
 
@@ -171,13 +176,64 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Adds or replaces a VIP. A new one is counted into `VIP_FILTER` first, so the
+    /// program never filters out a VIP it has.
     pub fn set_vip(&mut self, key: VipKey, info: VipInfo) -> anyhow::Result<()> {
+        if !self.has_vip(&key)? {
+            self.count_vip_address(&key, true)?;
+        }
         hash_map::<VipKey, VipInfo>(&mut self.ebpf, "VIPS")?.insert(key, info, 0)?;
         Ok(())
     }
 
+    /// Removes a VIP, then counts it out of `VIP_FILTER`.
     pub fn remove_vip(&mut self, key: &VipKey) -> anyhow::Result<()> {
+        let had = self.has_vip(key)?;
         hash_map::<VipKey, VipInfo>(&mut self.ebpf, "VIPS")?.remove(key)?;
+        if had {
+            self.count_vip_address(key, false)?;
+        }
+        Ok(())
+    }
+
+    fn has_vip(&mut self, key: &VipKey) -> anyhow::Result<bool> {
+        match hash_map::<VipKey, VipInfo>(&mut self.ebpf, "VIPS")?.get(key, 0) {
+            Ok(_) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(e).context("map VIPS"),
+        }
+    }
+
+    /// One more (`add`) or one fewer VIP key with `key`'s address in its filter slot.
+    fn count_vip_address(&mut self, key: &VipKey, add: bool) -> anyhow::Result<()> {
+        let slot = vip_filter_slot(&key.addr);
+        let mut filter = array::<u32>(&mut self.ebpf, "VIP_FILTER")?;
+        let n = filter.get(&slot, 0)?;
+        let n = if add { n + 1 } else { n.saturating_sub(1) };
+        filter.set(slot, n, 0)?;
+        Ok(())
+    }
+
+    /// Recounts `VIP_FILTER` from the VIPs in `VIPS`: for maps that outlived the agent
+    /// that kept the counts (or a `VIP_FILTER` newer than the `VIPS` it sits beside).
+    pub fn recount_vip_filter(&mut self) -> anyhow::Result<()> {
+        let keys: Vec<VipKey> = hash_map::<VipKey, VipInfo>(&mut self.ebpf, "VIPS")?
+            .keys()
+            .collect::<Result<_, _>>()?;
+        let mut counts = std::collections::HashMap::<u32, u32>::new();
+        for key in &keys {
+            *counts.entry(vip_filter_slot(&key.addr)).or_default() += 1;
+        }
+        let mut filter = array::<u32>(&mut self.ebpf, "VIP_FILTER")?;
+        // Raise first, then clear what no VIP holds: no moment filters out a VIP.
+        for (&slot, &n) in &counts {
+            filter.set(slot, n, 0)?;
+        }
+        for slot in 0..VIP_FILTER_SLOTS {
+            if !counts.contains_key(&slot) && filter.get(&slot, 0)? != 0 {
+                filter.set(slot, 0, 0)?;
+            }
+        }
         Ok(())
     }
 
