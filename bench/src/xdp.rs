@@ -648,6 +648,10 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
     let lru_specs = [
         lru("flow_lru_shared", "flow table hit alone, shared LRU"),
         lru("flow_lru_percpu", "flow table hit alone, per-CPU LRU"),
+        lru(
+            "flow_lru_insert",
+            "flow table insert alone (replacing), shared LRU",
+        ),
     ];
 
     println!(
