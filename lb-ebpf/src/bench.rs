@@ -73,6 +73,11 @@ fn parsed(ctx: &XdpContext) -> Option<&'static Parsed> {
     let scratch = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's entry, used by this program run alone.
     let scratch = unsafe { &mut *scratch };
+    // As `balance` does: plain IPv4 in line, anything else through the parse subprogram.
+    if let Some(pkt) = parse::plain_ipv4(ctx) {
+        scratch.pkt = pkt;
+        return Some(&scratch.pkt);
+    }
     match parse::parse(ctx, scratch) {
         Ok(Kind::Transport) => Some(&scratch.pkt),
         _ => None,

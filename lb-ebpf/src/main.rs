@@ -42,10 +42,11 @@ fn run(ctx: &XdpContext) -> u32 {
 #[inline(always)]
 fn balance(ctx: &XdpContext, bytes: u64) -> Reason {
     // Most of what a node receives is for no VIP. Unless it may be a NAT reply, a plain
-    // IPv4 packet to an address the VIP filter does not know is passed before the full
-    // parse: the verdict and reason that `transport` would reach.
-    if let Some(dst) = parse::plain_ipv4_dst(ctx) {
-        if !maps::may_be_vip(&dst) && !nat::in_use() {
+    // IPv4 packet to an address the VIP filter does not know is passed at once: the
+    // verdict and reason that `transport` would reach.
+    let plain = parse::plain_ipv4(ctx);
+    if let Some(pkt) = &plain {
+        if !maps::may_be_vip(&pkt.flow.dst) && !nat::in_use() {
             return Reason::PassNotVip;
         }
     }
@@ -55,6 +56,10 @@ fn balance(ctx: &XdpContext, bytes: u64) -> Reason {
     };
     // SAFETY: this CPU's entry, used by this program run alone.
     let scratch = unsafe { &mut *scratch };
+    if let Some(pkt) = plain {
+        scratch.pkt = pkt;
+        return transport(ctx, &scratch.pkt, bytes);
+    }
     match parse::parse(ctx, scratch) {
         Ok(Kind::Transport) => transport(ctx, &scratch.pkt, bytes),
         Ok(Kind::IcmpError) => icmp::handle(ctx, &scratch.pkt, &scratch.inner),
