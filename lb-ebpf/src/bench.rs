@@ -13,7 +13,7 @@
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::PerCpuArray,
+    maps::Array,
     programs::XdpContext,
 };
 
@@ -23,9 +23,12 @@ use crate::{
     parse::{self, raw16, set_raw16, Kind, Parsed, ETH_HLEN},
 };
 
-/// The next source port, per CPU (a test run stays on one CPU).
+/// The next source port. Shared by the CPUs, not per CPU: a long test run may migrate
+/// between its iterations (it reschedules when asked to), and the sequence of ports must go
+/// on where it stopped, or some flows are never pinned by the warm-up. Only one test run
+/// uses it at a time.
 #[map]
-static BENCH_PORT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+static BENCH_PORT: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Writes the next source port into an untagged IPv4 TCP/UDP frame without IP options
 /// (the TCP/UDP checksum is left stale: DR forwarding does not read it).
@@ -34,7 +37,7 @@ fn next_port(ctx: &XdpContext) -> bool {
     let Some(n) = BENCH_PORT.get_ptr_mut(0) else {
         return false;
     };
-    // SAFETY: this CPU's entry; a test run is the only user.
+    // SAFETY: the benchmark's test runs are its only users, one at a time.
     let i = unsafe {
         let i = *n;
         *n = i.wrapping_add(1);
