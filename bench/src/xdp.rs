@@ -159,6 +159,23 @@ fn spread(samples: &[f64]) -> (f64, f64, f64) {
     (s[0], s[s.len() / 2], s[s.len() - 1])
 }
 
+/// Figures of (ns, ratio to the round's baseline) samples.
+fn figures(samples: &[(f64, f64)]) -> Figures {
+    let values: Vec<f64> = samples.iter().map(|s| s.0).collect();
+    let ratios: Vec<f64> = samples.iter().map(|s| s.1).collect();
+    let (min_ns, median_ns, max_ns) = spread(&values);
+    let (ratio_min, ratio_median, ratio_max) = spread(&ratios);
+    Figures {
+        min_ns,
+        median_ns,
+        max_ns,
+        ratio_min: round3(ratio_min),
+        ratio_median: round3(ratio_median),
+        ratio_max: round3(ratio_max),
+        mpps_per_core: round3(1e3 / median_ns),
+    }
+}
+
 /// The helper object's baseline programs, loaded once.
 struct Baselines {
     ebpf: aya::Ebpf,
@@ -206,8 +223,14 @@ impl Baselines {
     }
 }
 
+/// The kernel reports whole nanoseconds.
 fn ns(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e9
+    d.as_nanos() as f64
+}
+
+/// Three decimals are more than the figures hold.
+fn round3(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
 }
 
 /// The program's counters that the checks compare.
@@ -279,7 +302,7 @@ fn measure(h: &mut Harness, spec: &Spec) -> anyhow::Result<Result<f64, String>> 
                 verdict = v;
                 total += ns(d);
             }
-            (verdict, total / calls as f64)
+            (verdict, round3(total / calls as f64))
         }
     };
     let after = counters(h)?;
@@ -341,21 +364,7 @@ fn run_rounds(
         .zip(samples)
         .zip(refused)
         .map(|((spec, samples), refused)| {
-            let figures = refused.is_none().then(|| {
-                let values: Vec<f64> = samples.iter().map(|s| s.0).collect();
-                let ratios: Vec<f64> = samples.iter().map(|s| s.1).collect();
-                let (min_ns, median_ns, max_ns) = spread(&values);
-                let (ratio_min, ratio_median, ratio_max) = spread(&ratios);
-                Figures {
-                    min_ns,
-                    median_ns,
-                    max_ns,
-                    ratio_min,
-                    ratio_median,
-                    ratio_max,
-                    mpps_per_core: 1e3 / median_ns,
-                }
-            });
+            let figures = refused.is_none().then(|| figures(&samples));
             Case {
                 name: spec.name.clone(),
                 program: spec.program,
@@ -818,21 +827,7 @@ fn helper_rows(
             }
             samples.push((ns(r.duration), ns(r.duration) / b));
         }
-        let figures = refused.is_none().then(|| {
-            let values: Vec<f64> = samples.iter().map(|s| s.0).collect();
-            let ratios: Vec<f64> = samples.iter().map(|s| s.1).collect();
-            let (min_ns, median_ns, max_ns) = spread(&values);
-            let (ratio_min, ratio_median, ratio_max) = spread(&ratios);
-            Figures {
-                min_ns,
-                median_ns,
-                max_ns,
-                ratio_min,
-                ratio_median,
-                ratio_max,
-                mpps_per_core: 1e3 / median_ns,
-            }
-        });
+        let figures = refused.is_none().then(|| figures(&samples));
         out.push(Case {
             name: spec.name.clone(),
             program: spec.program,

@@ -82,7 +82,7 @@ pub fn flow_lru_insert(ctx: XdpContext) -> u32 {
         vip_id: 0,
         last_seen_ns: 0,
     };
-    match BENCH_LRU_SHARED.insert(&key, &entry, 0) {
+    match BENCH_LRU_SHARED.insert(key, entry, 0) {
         Ok(()) => xdp_action::XDP_PASS,
         Err(_) => xdp_action::XDP_ABORTED,
     }
