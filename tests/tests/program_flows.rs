@@ -191,3 +191,31 @@ fn table_updates_write_only_the_slots_that_change() {
         "writes past the capacity are refused"
     );
 }
+
+#[test]
+fn flow_stats_count_the_packets_balanced_through_the_lookup_table() {
+    let mut h = harness!("flow_stats_count_the_packets_balanced_through_the_lookup_table");
+    let hashed = |h: &Harness| h.dp.flows_hashed().unwrap();
+    let start = hashed(&h);
+    forward(&mut h, &frames::vip_tcp(40000));
+    assert_eq!(hashed(&h), start + 1, "a new flow");
+    for _ in 0..3 {
+        forward(&mut h, &established(40000));
+    }
+    assert_eq!(hashed(&h), start + 1, "its packets find their entry");
+    forward(&mut h, &frames::vip_tcp(40000));
+    assert_eq!(
+        hashed(&h),
+        start + 2,
+        "a SYN on a known tuple is balanced again"
+    );
+    forward(&mut h, &established(40001));
+    assert_eq!(hashed(&h), start + 3, "an unknown flow");
+    h.run(&frames::tcp(
+        lb_tests::program::CLIENT,
+        40000,
+        std::net::Ipv4Addr::new(10, 99, 0, 10),
+        80,
+    ));
+    assert_eq!(hashed(&h), start + 3, "traffic for no VIP is not balanced");
+}
