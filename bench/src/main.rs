@@ -33,12 +33,14 @@ const RESULTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/results");
 #[derive(Subcommand, Clone)]
 enum Bench {
     /// Per-packet cost of the XDP program (BPF_PROG_TEST_RUN, kernel-timed) next to an
-    /// empty XDP_PASS program and a MAC-swapping XDP_TX baseline.
+    /// empty XDP_PASS program and a MAC-swapping XDP_TX baseline; figures whose counter
+    /// checks fail are refused (non-zero exit).
     Xdp {
         /// Runs per measurement.
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
-        /// Measurements per case (the table shows min and median).
+        /// Rounds; each measures the baselines, then every case once (the table shows
+        /// min / median / max and the ratio to each round's baseline).
         #[arg(long, default_value_t = 7)]
         rounds: usize,
     },

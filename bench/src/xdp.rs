@@ -1,29 +1,144 @@
 //! Per-packet cost of the XDP program (DR and NAT, IPv4 and IPv6), timed by the kernel
-//! (`BPF_PROG_TEST_RUN` with `repeat`), beside two baselines loaded from the same object in the same run: an empty
-//! XDP_PASS program (the harness's own cost) and a MAC-swapping XDP_TX program (the least
-//! a forwarding program does).
+//! (`BPF_PROG_TEST_RUN` with `repeat`), against two baselines loaded from the helper object
+//! and measured in every round, right before the cases of that round: an empty XDP_PASS
+//! program (the harness's own cost) and a MAC-swapping XDP_TX program (the least a
+//! forwarding program does). Each case is reported as ns per packet (min / median / max over
+//! the rounds) and as the ratio to its own round's baseline.
+//!
+//! Every measurement is checked with the program's own counters: each run must count its
+//! case's reason once and nothing else, and must have found its flow pinned (or not, for a
+//! new flow) as the case intends. A case that fails a check is refused: printed as such,
+//! left out of the figures, and the runner exits with an error.
 
-use std::{net::IpAddr, path::Path, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::Path,
+    time::Duration,
+};
 
-use anyhow::{anyhow, Context as _};
+use anyhow::{anyhow, bail, Context as _};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use lb_common::{
+    flow::DEFAULT_FLOW_CAPACITY,
+    stats::{Reason, Verdict},
+    vip::{VipInfo, MODE_DR},
+};
 use lb_tests::{
     frames::{self, Frame},
-    program::Harness,
+    program::{backend, vip_key_of, Harness, HARNESS_SLOTS, SEED},
 };
-use lb_userspace::dataplane::HELPERS_OBJECT;
+use lb_userspace::{dataplane::HELPERS_OBJECT, maglev};
 use serde::Serialize;
+
+/// The large DR VIP (TCP/80 and UDP/80): [`BIG_BACKENDS`] backends on [`BIG_SLOTS`] slots.
+const BIG_VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);
+const BIG_BACKENDS: u32 = 100;
+const BIG_SLOTS: u32 = 65_537;
+/// Backend ids of the large VIP start here (the harness uses 0..16).
+const BIG_BACKEND_BASE: u32 = 16;
+/// VIP ids: the harness's are 0..10.
+const BIG_VIP_IDS: [u32; 2] = [10, 11];
+/// The many-VIPs configuration: this many more TCP/80 VIPs (10.101.x.y) over the large
+/// VIP's table, ids from `MANY_VIP_BASE`.
+const MANY_VIPS: u32 = 1_000;
+const MANY_VIP_BASE: u32 = 12;
+/// Distinct flows of the cycling cases (`bench_cycle` counts source ports modulo this).
+const CYCLE: u32 = 65_536;
+/// NAT cases run this many times per call (see [`identity_nat`]).
+const NAT_REPEAT: u32 = 250;
+
+/// Targets from the issue: median ratio to the case's baseline.
+const TARGET_ESTABLISHED: f64 = 2.6;
+const TARGET_NEW_FLOW: f64 = 6.0;
+const TARGET_NOT_VIP: f64 = 1.6;
+
+#[derive(Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Baseline {
+    /// `xdp_pass`: for cases that pass the frame to the kernel.
+    Pass,
+    /// `xdp_tx_baseline`: for cases that forward.
+    Tx,
+}
+
+/// How a case is run in each round.
+#[derive(Clone, Copy)]
+enum Runs {
+    /// One call of `repeat` runs.
+    Repeat(u32),
+    /// `calls` calls of `repeat` runs (NAT, whose runs are limited by the TTL).
+    Calls { calls: u32, repeat: u32 },
+}
+
+impl Runs {
+    fn total(self) -> u64 {
+        match self {
+            Runs::Repeat(r) => r as u64,
+            Runs::Calls { calls, repeat } => calls as u64 * repeat as u64,
+        }
+    }
+}
+
+/// What every run of a case must do.
+#[derive(Clone, Copy)]
+struct Expect {
+    verdict: Verdict,
+    /// The reason each run counts; `None`: an entry point that counts nothing.
+    reason: Option<Reason>,
+    /// Whether each run is balanced through the lookup table (a new flow) or by its
+    /// flow entry; `None` for cases that do not balance.
+    hashed: Option<bool>,
+}
+
+struct Spec {
+    name: String,
+    program: &'static str,
+    frame: Vec<u8>,
+    ifindex: u32,
+    runs: Runs,
+    baseline: Baseline,
+    expect: Expect,
+    /// Measured right after the case in the same round: its excess over the TX baseline
+    /// is subtracted from the case (the benchmark entry point's own work).
+    floor: Option<&'static str>,
+    target: Option<f64>,
+}
 
 #[derive(Serialize)]
 struct Case {
-    name: &'static str,
+    name: String,
     program: &'static str,
     frame_bytes: usize,
+    runs_per_round: u64,
+    baseline: Baseline,
+    /// `None` when refused.
+    #[serde(flatten)]
+    figures: Option<Figures>,
+    /// Target for the median ratio, if the issue sets one.
+    target_ratio: Option<f64>,
+    met: Option<bool>,
+    /// Why the figures were refused.
+    refused: Option<String>,
+}
+
+#[derive(Serialize, Clone)]
+struct Figures {
     min_ns: f64,
     median_ns: f64,
-    /// Median minus the XDP_TX baseline's median.
-    over_tx_baseline_ns: f64,
+    max_ns: f64,
+    /// ns / the same round's baseline ns.
+    ratio_min: f64,
+    ratio_median: f64,
+    ratio_max: f64,
     mpps_per_core: f64,
+}
+
+#[derive(Serialize)]
+struct BaselineFigures {
+    program: &'static str,
+    min_ns: f64,
+    median_ns: f64,
+    max_ns: f64,
 }
 
 #[derive(Serialize)]
@@ -32,236 +147,708 @@ struct Report {
     machine: crate::machine::Machine,
     repeat: u32,
     rounds: usize,
-    /// NAT cases run `nat_repeat` times per call (see `run`), as many calls as make `repeat`.
     nat_repeat: u32,
+    baselines: Vec<BaselineFigures>,
     cases: Vec<Case>,
 }
 
-fn stats(mut samples: Vec<f64>) -> (f64, f64) {
-    samples.sort_by(f64::total_cmp);
-    (samples[0], samples[samples.len() / 2])
+/// min, median, max.
+fn spread(samples: &[f64]) -> (f64, f64, f64) {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    (s[0], s[s.len() / 2], s[s.len() - 1])
 }
 
-/// Times a program of the helper object (baselines and flow-table probes).
-fn time_baseline(
-    program: &str,
-    frame: &[u8],
+/// Figures of (ns, ratio to the round's baseline) samples.
+fn figures(samples: &[(f64, f64)]) -> Figures {
+    let values: Vec<f64> = samples.iter().map(|s| s.0).collect();
+    let ratios: Vec<f64> = samples.iter().map(|s| s.1).collect();
+    let (min_ns, median_ns, max_ns) = spread(&values);
+    let (ratio_min, ratio_median, ratio_max) = spread(&ratios);
+    Figures {
+        min_ns,
+        median_ns,
+        max_ns,
+        ratio_min: round3(ratio_min),
+        ratio_median: round3(ratio_median),
+        ratio_max: round3(ratio_max),
+        mpps_per_core: round3(1e3 / median_ns),
+    }
+}
+
+/// The helper object's baseline programs, loaded once.
+struct Baselines {
+    ebpf: aya::Ebpf,
+}
+
+impl Baselines {
+    fn load() -> anyhow::Result<Baselines> {
+        let mut ebpf = aya::Ebpf::load(HELPERS_OBJECT)
+            .context("loading the helper XDP object (run as root)")?;
+        for name in ["xdp_pass", "xdp_tx_baseline"] {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("no program {name}"))?
+                .try_into()?;
+            prog.load()?;
+        }
+        Ok(Baselines { ebpf })
+    }
+
+    /// Mean ns per run of `which` over `repeat` runs, its verdict checked.
+    fn time(&self, which: Baseline, frame: &[u8], repeat: u32) -> anyhow::Result<f64> {
+        let (name, verdict) = match which {
+            Baseline::Pass => ("xdp_pass", Verdict::Pass),
+            Baseline::Tx => ("xdp_tx_baseline", Verdict::Tx),
+        };
+        let prog: &Xdp = self
+            .ebpf
+            .program(name)
+            .ok_or_else(|| anyhow!("no program {name}"))?
+            .try_into()?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..Default::default()
+        })?;
+        if r.return_value != verdict as u32 {
+            bail!(
+                "baseline returned {} instead of {verdict:?}",
+                r.return_value
+            );
+        }
+        Ok(ns(r.duration))
+    }
+}
+
+/// The kernel reports whole nanoseconds.
+fn ns(d: Duration) -> f64 {
+    d.as_nanos() as f64
+}
+
+/// Three decimals are more than the figures hold.
+fn round3(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
+/// The program's counters that the checks compare.
+struct Counters {
+    reasons: Vec<u64>,
+    hashed: u64,
+}
+
+fn counters(h: &Harness) -> anyhow::Result<Counters> {
+    Ok(Counters {
+        reasons: h
+            .dp
+            .reason_counters()?
+            .into_iter()
+            .map(|(_, c)| c.packets)
+            .collect(),
+        hashed: h.dp.flows_hashed()?,
+    })
+}
+
+/// Whether `runs` runs did exactly what `expect` says, judged by the counters.
+fn check(expect: &Expect, runs: u64, before: &Counters, after: &Counters) -> Result<(), String> {
+    for (i, (b, a)) in before.reasons.iter().zip(&after.reasons).enumerate() {
+        let reason = Reason::ALL[i];
+        let want = if expect.reason == Some(reason) {
+            runs
+        } else {
+            0
+        };
+        if a - b != want {
+            return Err(format!(
+                "{} counted {} times over {runs} runs, expected {want}",
+                reason.name(),
+                a - b
+            ));
+        }
+    }
+    if let Some(hashed) = expect.hashed {
+        let want = if hashed { runs } else { 0 };
+        let got = after.hashed - before.hashed;
+        if got != want {
+            return Err(format!(
+                "{got} of {runs} runs balanced through the lookup table, expected {want}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One measurement of `spec`: mean ns per run, or why it is refused.
+fn measure(h: &mut Harness, spec: &Spec) -> anyhow::Result<Result<f64, String>> {
+    let before = counters(h)?;
+    let (verdict, mean) = match spec.runs {
+        Runs::Repeat(repeat) => {
+            let (v, d) =
+                h.dp.time_program(spec.program, spec.ifindex, &spec.frame, repeat)?;
+            (v, ns(d))
+        }
+        Runs::Calls { calls, repeat } => {
+            let mut total = 0.0;
+            let mut verdict = 0;
+            for _ in 0..calls {
+                let (v, d) =
+                    h.dp.time_program(spec.program, spec.ifindex, &spec.frame, repeat)?;
+                if v != spec.expect.verdict as u32 {
+                    verdict = v;
+                    break;
+                }
+                verdict = v;
+                total += ns(d);
+            }
+            (verdict, round3(total / calls as f64))
+        }
+    };
+    let after = counters(h)?;
+    if verdict != spec.expect.verdict as u32 {
+        return Ok(Err(format!(
+            "verdict {verdict}, expected {:?}",
+            spec.expect.verdict
+        )));
+    }
+    Ok(check(&spec.expect, spec.runs.total(), &before, &after).map(|()| mean))
+}
+
+/// Runs `specs` for `rounds` rounds, each round measuring both baselines first.
+fn run_rounds(
+    h: &mut Harness,
+    base: &Baselines,
+    specs: &[Spec],
     repeat: u32,
     rounds: usize,
-) -> anyhow::Result<Vec<Duration>> {
-    let mut ebpf =
-        aya::Ebpf::load(HELPERS_OBJECT).context("loading the helper XDP object (run as root)")?;
-    let prog: &mut Xdp = ebpf
-        .program_mut(program)
-        .ok_or_else(|| anyhow!("no program {program}"))?
-        .try_into()?;
-    prog.load()?;
-    let mut out = vec![0u8; frame.len() + 256];
-    (0..rounds)
-        .map(|_| {
-            let r = prog.test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat,
-                ..Default::default()
-            })?;
-            Ok(r.duration)
-        })
-        .collect()
-}
-
-/// A measured case: name, program, frame length, samples (mean ns per run each).
-type Measured = (&'static str, &'static str, usize, Vec<f64>);
-
-fn ns(samples: Vec<Duration>) -> Vec<f64> {
-    samples.into_iter().map(|d| d.as_secs_f64() * 1e9).collect()
-}
-
-fn cases(measured: Vec<Measured>, baseline: usize) -> Vec<Case> {
-    let tx_median = stats(measured[baseline].3.clone()).1;
-    measured
-        .into_iter()
-        .map(|(name, program, frame_bytes, samples)| {
-            let (min_ns, median_ns) = stats(samples);
+    base_samples: &mut [Vec<f64>; 2],
+) -> anyhow::Result<Vec<Case>> {
+    let probe = frames::vip_tcp_established(40000);
+    let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); specs.len()];
+    let mut refused: Vec<Option<String>> = vec![None; specs.len()];
+    for round in 0..rounds {
+        let pass = base.time(Baseline::Pass, &probe, repeat)?;
+        let tx = base.time(Baseline::Tx, &probe, repeat)?;
+        base_samples[0].push(pass);
+        base_samples[1].push(tx);
+        for (i, spec) in specs.iter().enumerate() {
+            if refused[i].is_some() {
+                continue;
+            }
+            let mut value = match measure(h, spec)? {
+                Ok(v) => v,
+                Err(why) => {
+                    refused[i] = Some(format!("round {}: {why}", round + 1));
+                    continue;
+                }
+            };
+            if let Some(floor) = spec.floor {
+                let (v, d) =
+                    h.dp.time_program(floor, spec.ifindex, &spec.frame, repeat)?;
+                if v != Verdict::Tx as u32 {
+                    refused[i] = Some(format!("floor {floor} returned {v}"));
+                    continue;
+                }
+                value -= ns(d) - tx;
+            }
+            let b = match spec.baseline {
+                Baseline::Pass => pass,
+                Baseline::Tx => tx,
+            };
+            samples[i].push((value, value / b));
+        }
+    }
+    Ok(specs
+        .iter()
+        .zip(samples)
+        .zip(refused)
+        .map(|((spec, samples), refused)| {
+            let figures = refused.is_none().then(|| figures(&samples));
             Case {
-                name,
-                program,
-                frame_bytes,
-                min_ns,
-                median_ns,
-                over_tx_baseline_ns: median_ns - tx_median,
-                mpps_per_core: 1e3 / median_ns,
+                name: spec.name.clone(),
+                program: spec.program,
+                frame_bytes: spec.frame.len(),
+                runs_per_round: spec.runs.total(),
+                baseline: spec.baseline,
+                met: spec
+                    .target
+                    .zip(figures.as_ref())
+                    .map(|(t, f)| f.ratio_median <= t),
+                figures,
+                target_ratio: spec.target,
+                refused,
             }
         })
-        .collect()
+        .collect())
 }
 
 fn print(cases: &[Case]) {
     println!(
-        "{:<34} {:<16} {:>9} {:>11} {:>13} {:>11}",
-        "case", "program", "min ns", "median ns", "vs TX base", "Mpps/core"
+        "{:<52} {:>7} {:>7} {:>7}  {:>4} {:>6} {:>13} {:>7}",
+        "case", "min", "median", "max", "base", "ratio", "(min..max)", "target"
     );
     for c in cases {
-        println!(
-            "{:<34} {:<16} {:>9.1} {:>11.1} {:>+13.1} {:>11.1}",
-            c.name, c.program, c.min_ns, c.median_ns, c.over_tx_baseline_ns, c.mpps_per_core
-        );
+        let base = match c.baseline {
+            Baseline::Pass => "pass",
+            Baseline::Tx => "tx",
+        };
+        let target = match (c.target_ratio, c.met) {
+            (Some(t), Some(true)) => format!("≤{t} ok"),
+            (Some(t), _) => format!("≤{t} MISS"),
+            _ => String::new(),
+        };
+        match (&c.figures, &c.refused) {
+            (Some(f), _) => println!(
+                "{:<52} {:>7.1} {:>7.1} {:>7.1}  {:>4} {:>6.2} {:>13} {:>7}",
+                c.name,
+                f.min_ns,
+                f.median_ns,
+                f.max_ns,
+                base,
+                f.ratio_median,
+                format!("{:.2}..{:.2}", f.ratio_min, f.ratio_max),
+                target
+            ),
+            (None, Some(why)) => println!("{:<52} REFUSED: {why}", c.name),
+            (None, None) => unreachable!("a case has figures or a refusal"),
+        }
     }
 }
 
+/// The lookup table of the large VIP: backend ids from [`BIG_BACKEND_BASE`].
+fn big_table() -> Vec<u32> {
+    let keys: Vec<(maglev::BackendKey, u32)> = (0..BIG_BACKENDS)
+        .map(|i| {
+            (
+                maglev::BackendKey {
+                    address: big_backend(i).into(),
+                    port: 80,
+                },
+                1,
+            )
+        })
+        .collect();
+    maglev::build(&keys, BIG_SLOTS, SEED)
+        .into_iter()
+        .map(|i| BIG_BACKEND_BASE + i)
+        .collect()
+}
+
+fn big_backend(i: u32) -> Ipv4Addr {
+    Ipv4Addr::new(10, 100, 1 + (i >> 8) as u8, i as u8)
+}
+
+fn many_vip(i: u32) -> Ipv4Addr {
+    Ipv4Addr::new(10, 101, (i >> 8) as u8, i as u8)
+}
+
+/// Adds the large VIP (TCP and UDP) and, with `many`, the [`MANY_VIPS`] others.
+fn configure_big(h: &mut Harness, many: bool) -> anyhow::Result<()> {
+    for i in 0..BIG_BACKENDS {
+        let mac = [0x02, 0x98, 0, 0, (i >> 8) as u8, i as u8];
+        h.dp.set_backend(
+            BIG_BACKEND_BASE + i,
+            backend(big_backend(i).into(), Some(mac), 80),
+        )?;
+    }
+    h.dp.write_table(HARNESS_SLOTS, &big_table())?;
+    let info = |id| VipInfo {
+        id,
+        mode: MODE_DR,
+        table_offset: HARNESS_SLOTS,
+        table_size: BIG_SLOTS,
+        flags: 0,
+    };
+    h.dp.set_vip(vip_key_of(BIG_VIP.into(), 80, 6), info(BIG_VIP_IDS[0]))?;
+    h.dp.set_vip(vip_key_of(BIG_VIP.into(), 80, 17), info(BIG_VIP_IDS[1]))?;
+    if many {
+        // They share the large VIP's table: what 1,000 VIPs change per packet is the VIP
+        // lookup's hash table, not the slot read.
+        for i in 0..MANY_VIPS {
+            h.dp.set_vip(
+                vip_key_of(many_vip(i).into(), 80, 6),
+                info(MANY_VIP_BASE + i),
+            )?;
+        }
+    }
+    Ok(())
+}
+
 pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
-    use lb_tests::program::{CLIENT6, VIP6};
-    let vip_tcp = frames::vip_tcp_established(40000);
-    let vip_syn = frames::vip_tcp(40000);
-    let vip6_tcp = Frame::new(CLIENT6.into(), 40000, VIP6.into(), 80)
-        .established()
-        .tcp();
-    let non_vip = frames::tcp(lb_tests::program::CLIENT, 40000, "10.99.0.10".parse()?, 80);
-    let arp = frames::arp_who_has_vip();
+    use lb_tests::program::{CLIENT, CLIENT6, VIP6};
+    let client: IpAddr = CLIENT.into();
+    let big = |sport| Frame::new(client, sport, BIG_VIP.into(), 80);
     // Everything runs in a namespace with fixed routes and neighbours (NAT's FIB lookup is
     // part of its cost); frames arrive on the client side, NAT replies on the backend side.
-    let mut harness = Harness::load_in_fibnet();
-    let (cl0, bk0) = (harness.net().cl0, harness.net().bk0);
+    let mut h = Harness::load_in_fibnet_sized(HARNESS_SLOTS + BIG_SLOTS, DEFAULT_FLOW_CAPACITY);
+    configure_big(&mut h, true)?;
+    let (cl0, bk0) = (h.net().cl0, h.net().bk0);
+    let base = Baselines::load()?;
+    let cycle_repeat = (repeat / CYCLE).max(1) * CYCLE;
 
-    let mut lb = |ifindex: u32, frame: &[u8]| -> anyhow::Result<Vec<f64>> {
-        (0..rounds)
-            .map(|_| {
-                Ok(harness
-                    .dp
-                    .time_run_on(ifindex, frame, repeat)?
-                    .as_secs_f64()
-                    * 1e9)
-            })
-            .collect()
+    let dr = |hashed| Expect {
+        verdict: Verdict::Tx,
+        reason: Some(Reason::ForwardedDr),
+        hashed: Some(hashed),
     };
-    let repeated: Vec<Measured> = vec![
-        (
-            "empty program, XDP_PASS",
-            "xdp_pass",
-            vip_tcp.len(),
-            ns(time_baseline("xdp_pass", &vip_tcp, repeat, rounds)?),
-        ),
-        (
-            "swap MACs, XDP_TX (baseline)",
-            "xdp_tx_baseline",
-            vip_tcp.len(),
-            ns(time_baseline("xdp_tx_baseline", &vip_tcp, repeat, rounds)?),
-        ),
-        (
-            "VIP TCP established, DR",
+    let pass = |reason| Expect {
+        verdict: Verdict::Pass,
+        reason: Some(reason),
+        hashed: Some(false),
+    };
+    let stage = Expect {
+        verdict: Verdict::Pass,
+        reason: None,
+        hashed: Some(false),
+    };
+    let spec = |name: &str, program, frame: Vec<u8>, baseline, expect, target| Spec {
+        name: name.to_owned(),
+        program,
+        frame,
+        ifindex: cl0,
+        runs: Runs::Repeat(repeat),
+        baseline,
+        expect,
+        floor: None,
+        target,
+    };
+    let established = big(40000).established().tcp();
+    let udp = big(40000).udp();
+    let mut dr_specs = vec![
+        spec(
+            "DR TCP established (1 VIP, 100 backends)",
             "xdp_lb",
-            vip_tcp.len(),
-            lb(cl0, &vip_tcp)?,
+            established.clone(),
+            Baseline::Tx,
+            dr(false),
+            Some(TARGET_ESTABLISHED),
         ),
-        (
-            "VIP TCP SYN (new flow), DR",
+        spec(
+            "DR TCP SYN, new flow (1 VIP, 100 backends)",
             "xdp_lb",
-            vip_syn.len(),
-            lb(cl0, &vip_syn)?,
+            big(40001).tcp(),
+            Baseline::Tx,
+            dr(true),
+            Some(TARGET_NEW_FLOW),
         ),
-        (
-            "VIP IPv6 TCP established, DR",
+        spec(
+            "DR UDP (1 VIP, 100 backends)",
             "xdp_lb",
-            vip6_tcp.len(),
-            lb(cl0, &vip6_tcp)?,
+            udp.clone(),
+            Baseline::Tx,
+            dr(false),
+            None,
         ),
-        (
+        spec(
+            "DR TCP established, 1,000 VIPs",
+            "xdp_lb",
+            Frame::new(client, 40000, many_vip(MANY_VIPS / 2).into(), 80)
+                .established()
+                .tcp(),
+            Baseline::Tx,
+            dr(false),
+            None,
+        ),
+        Spec {
+            runs: Runs::Repeat(cycle_repeat),
+            floor: Some("bench_cycle_floor"),
+            ..spec(
+                "DR TCP established, 65,536 flows cycling",
+                "bench_cycle",
+                established.clone(),
+                Baseline::Tx,
+                dr(false),
+                None,
+            )
+        },
+        Spec {
+            runs: Runs::Repeat(cycle_repeat),
+            floor: Some("bench_cycle_floor"),
+            ..spec(
+                "DR TCP SYN, 65,536 new flows cycling",
+                "bench_cycle",
+                big(40000).tcp(),
+                Baseline::Tx,
+                dr(true),
+                None,
+            )
+        },
+        spec(
+            "DR IPv6 TCP established (3 backends)",
+            "xdp_lb",
+            Frame::new(CLIENT6.into(), 40000, VIP6.into(), 80)
+                .established()
+                .tcp(),
+            Baseline::Tx,
+            dr(false),
+            None,
+        ),
+        spec(
             "non-VIP TCP, passed",
             "xdp_lb",
-            non_vip.len(),
-            lb(cl0, &non_vip)?,
+            frames::tcp(CLIENT, 40000, "10.99.0.10".parse()?, 80),
+            Baseline::Pass,
+            pass(Reason::PassNotVip),
+            Some(TARGET_NOT_VIP),
         ),
-        ("ARP, passed", "xdp_lb", arp.len(), lb(cl0, &arp)?),
-        (
-            "flow table hit, shared LRU",
-            "flow_lru_shared",
-            vip_tcp.len(),
-            ns(time_baseline("flow_lru_shared", &vip_tcp, repeat, rounds)?),
+        spec(
+            "ARP, passed",
+            "xdp_lb",
+            frames::arp_who_has_vip(),
+            Baseline::Pass,
+            pass(Reason::PassArp),
+            None,
         ),
-        (
-            "flow table hit, per-CPU LRU",
-            "flow_lru_percpu",
-            vip_tcp.len(),
-            ns(time_baseline("flow_lru_percpu", &vip_tcp, repeat, rounds)?),
+        spec(
+            "stage: parse",
+            "bench_stage_parse",
+            established.clone(),
+            Baseline::Pass,
+            stage,
+            None,
+        ),
+        spec(
+            "stage: parse + VIP lookup",
+            "bench_stage_vip",
+            established.clone(),
+            Baseline::Pass,
+            stage,
+            None,
+        ),
+        spec(
+            "stage: parse + VIP + flow lookup",
+            "bench_stage_flow",
+            established.clone(),
+            Baseline::Pass,
+            stage,
+            None,
+        ),
+        spec(
+            "stage: parse + VIP + flow + interface lookup",
+            "bench_stage_iface",
+            established.clone(),
+            Baseline::Pass,
+            stage,
+            None,
+        ),
+    ];
+    // Flows exist before they are measured as established: pin them once.
+    for frame in [&established, &udp, &dr_specs[3].frame, &dr_specs[6].frame] {
+        h.dp.test_run_on(cl0, frame)?;
+    }
+    h.dp.time_program("bench_cycle", cl0, &established, CYCLE)?;
+    // Helper-object rows: the flow-table lookup on its own, per map type.
+    let lru = |program: &'static str, name: &str| Spec {
+        expect: Expect {
+            verdict: Verdict::Pass,
+            reason: None,
+            hashed: None,
+        },
+        ..spec(
+            name,
+            program,
+            established.clone(),
+            Baseline::Pass,
+            stage,
+            None,
+        )
+    };
+    let lru_specs = [
+        lru("flow_lru_shared", "flow table hit alone, shared LRU"),
+        lru("flow_lru_percpu", "flow table hit alone, per-CPU LRU"),
+        lru(
+            "flow_lru_insert",
+            "flow table insert alone (replacing), shared LRU",
         ),
     ];
 
-    // NAT with `repeat`: the frame a run leaves is the next run's input, so the backend is
-    // made the VIP itself (same address and port): every run takes the whole NAT path
-    // (connection refresh, FIB lookup, checksum updates of zero effect, TTL, MACs, send) on
-    // the same frame, until the TTL (255) runs out, which `NAT_REPEAT` stays below.
-    // (Each call also costs an RCU grace period in the kernel's XDP dispatcher, so calls
-    // are few and long.)
-    const NAT_REPEAT: u32 = 250;
-    let identity = identity_nat(&mut harness)?;
-    // A tenth of `repeat` runs per round.
-    let nat_calls = (repeat / NAT_REPEAT / 10).max(1);
-    let mut lb_nat = |ifindex: u32, frame: &[u8]| -> anyhow::Result<Vec<f64>> {
-        (0..rounds)
-            .map(|_| {
-                let mut total = 0.0;
-                for _ in 0..nat_calls {
-                    total += harness
-                        .dp
-                        .time_run_on(ifindex, frame, NAT_REPEAT)?
-                        .as_secs_f64()
-                        * 1e9;
-                }
-                Ok(total / nat_calls as f64)
-            })
-            .collect()
+    println!(
+        "XDP per-packet cost (BPF_PROG_TEST_RUN, {repeat} runs x {rounds} rounds, kernel-timed, ns per packet)"
+    );
+    let mut base_samples = [Vec::new(), Vec::new()];
+    let mut cases = run_rounds(&mut h, &base, &dr_specs, repeat, rounds, &mut base_samples)?;
+    cases.extend(helper_rows(&base, &lru_specs, repeat, rounds)?);
+
+    // NAT: once a NAT connection exists, every packet that is not for a VIP is also looked
+    // up as a possible reply, so these come after the cases above.
+    let identity = identity_nat(&mut h)?;
+    let nat_runs = Runs::Calls {
+        calls: (repeat / NAT_REPEAT / 10).max(1),
+        repeat: NAT_REPEAT,
     };
-    let mut repeated = repeated;
-    for (name, ifindex, frame) in [
-        ("NAT IPv4 TCP request, XDP_TX", cl0, &identity.request4),
-        ("NAT IPv4 TCP request, redirect", bk0, &identity.request4),
-        ("NAT IPv4 TCP reply, redirect", bk0, &identity.reply4),
-        ("NAT IPv6 TCP request, XDP_TX", cl0, &identity.request6),
-        ("NAT IPv6 TCP request, redirect", bk0, &identity.request6),
-        ("NAT IPv6 TCP reply, redirect", bk0, &identity.reply6),
-    ] {
-        repeated.insert(
-            repeated.len() - 4,
-            (name, "xdp_lb", frame.len(), lb_nat(ifindex, frame)?),
-        );
-    }
-    identity.undo(&mut harness)?;
-    // Now that NAT connections exist, a packet that is not for a VIP is also looked up as
-    // a possible NAT reply.
-    let non_vip_nat: Vec<f64> = (0..rounds)
-        .map(|_| Ok(harness.dp.time_run_on(cl0, &non_vip, repeat)?.as_secs_f64() * 1e9))
-        .collect::<anyhow::Result<_>>()?;
-    let at = repeated.len() - 3;
-    repeated.insert(
-        at,
-        (
+    let nat = |name: &str, ifindex, frame: &Vec<u8>, reason: Reason| Spec {
+        ifindex,
+        runs: nat_runs,
+        ..spec(
+            name,
+            "xdp_lb",
+            frame.clone(),
+            Baseline::Tx,
+            Expect {
+                verdict: reason.verdict(),
+                reason: Some(reason),
+                hashed: Some(false),
+            },
+            None,
+        )
+    };
+    let nat_specs = vec![
+        nat(
+            "NAT IPv4 TCP request, XDP_TX",
+            cl0,
+            &identity.request4,
+            Reason::ForwardedNat,
+        ),
+        nat(
+            "NAT IPv4 TCP request, redirect",
+            bk0,
+            &identity.request4,
+            Reason::RedirectedNat,
+        ),
+        nat(
+            "NAT IPv4 TCP reply, redirect",
+            bk0,
+            &identity.reply4,
+            Reason::RedirectedNatReply,
+        ),
+        nat(
+            "NAT IPv6 TCP request, XDP_TX",
+            cl0,
+            &identity.request6,
+            Reason::ForwardedNat,
+        ),
+        nat(
+            "NAT IPv6 TCP request, redirect",
+            bk0,
+            &identity.request6,
+            Reason::RedirectedNat,
+        ),
+        nat(
+            "NAT IPv6 TCP reply, redirect",
+            bk0,
+            &identity.reply6,
+            Reason::RedirectedNatReply,
+        ),
+        spec(
             "non-VIP TCP, passed, NAT in use",
             "xdp_lb",
-            non_vip.len(),
-            non_vip_nat,
+            dr_specs.remove(7).frame,
+            Baseline::Pass,
+            pass(Reason::PassNotVip),
+            None,
         ),
-    );
-    let repeated = cases(repeated, 1);
+    ];
+    cases.extend(run_rounds(
+        &mut h,
+        &base,
+        &nat_specs,
+        repeat,
+        rounds,
+        &mut base_samples,
+    )?);
+    identity.undo(&mut h)?;
 
-    println!(
-        "XDP per-packet cost (BPF_PROG_TEST_RUN, {repeat} runs x {rounds} rounds, kernel-timed)"
-    );
-    print(&repeated);
+    let baselines: Vec<BaselineFigures> = [("xdp_pass", 0), ("xdp_tx_baseline", 1)]
+        .into_iter()
+        .map(|(program, i)| {
+            let (min_ns, median_ns, max_ns) = spread(&base_samples[i]);
+            BaselineFigures {
+                program,
+                min_ns,
+                median_ns,
+                max_ns,
+            }
+        })
+        .collect();
+    for b in &baselines {
+        println!(
+            "baseline {:<42} {:>7.1} {:>7.1} {:>7.1}",
+            b.program, b.min_ns, b.median_ns, b.max_ns
+        );
+    }
+    print(&cases);
+    let refused: Vec<String> = cases
+        .iter()
+        .filter(|c| c.refused.is_some())
+        .map(|c| c.name.clone())
+        .collect();
     let report = Report {
         benchmark: "xdp_per_packet",
         machine: crate::machine::describe(),
         repeat,
         rounds,
         nat_repeat: NAT_REPEAT,
-        cases: repeated,
+        baselines,
+        cases,
     };
     let path = out_dir.join("xdp.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
     println!("\nwrote {}", path.display());
+    if !refused.is_empty() {
+        bail!(
+            "figures refused (a sanity check failed): {}",
+            refused.join(", ")
+        );
+    }
     Ok(())
 }
 
-/// Frames for NAT timed with `repeat` (see `run`).
+/// Rows of helper-object programs (no balancer counters to check; verdict only), each
+/// round with its own pass baseline.
+fn helper_rows(
+    base: &Baselines,
+    specs: &[Spec],
+    repeat: u32,
+    rounds: usize,
+) -> anyhow::Result<Vec<Case>> {
+    let mut ebpf = aya::Ebpf::load(HELPERS_OBJECT)?;
+    let mut out = Vec::new();
+    for spec in specs {
+        let prog: &mut Xdp = ebpf
+            .program_mut(spec.program)
+            .ok_or_else(|| anyhow!("no program {}", spec.program))?
+            .try_into()?;
+        prog.load()?;
+        let mut samples = Vec::new();
+        let mut refused = None;
+        let mut buf = vec![0u8; spec.frame.len() + 256];
+        for _ in 0..rounds {
+            let b = base.time(Baseline::Pass, &spec.frame, repeat)?;
+            let r = prog.test_run(TestRunOptions {
+                data_in: Some(&spec.frame),
+                data_out: Some(&mut buf),
+                repeat,
+                ..Default::default()
+            })?;
+            if r.return_value != spec.expect.verdict as u32 {
+                refused = Some(format!("verdict {}", r.return_value));
+                break;
+            }
+            samples.push((ns(r.duration), ns(r.duration) / b));
+        }
+        let figures = refused.is_none().then(|| figures(&samples));
+        out.push(Case {
+            name: spec.name.clone(),
+            program: spec.program,
+            frame_bytes: spec.frame.len(),
+            runs_per_round: repeat as u64,
+            baseline: Baseline::Pass,
+            figures,
+            target_ratio: None,
+            met: None,
+            refused,
+        });
+    }
+    Ok(out)
+}
+
+/// Frames for NAT timed with `repeat`: `repeat` runs the program again on the frame the
+/// previous run left, and NAT rewrites it, so every NAT backend is made the VIP itself
+/// (same address and port) and each run takes the whole NAT path (connection refresh, FIB
+/// lookup, checksum updates of zero effect, TTL, MACs, send) on an unchanged frame, until
+/// the TTL (255) runs out, which [`NAT_REPEAT`] stays below. The counters prove each run
+/// took the path.
 struct IdentityNat {
     request4: Vec<u8>,
     reply4: Vec<u8>,
@@ -273,7 +860,7 @@ struct IdentityNat {
 /// the client side, so translating is the identity and the FIB routes to a known MAC.
 fn identity_nat(h: &mut Harness) -> anyhow::Result<IdentityNat> {
     use lb_tests::program::{
-        backend, CLIENT, CLIENT6, NAT6_BACKEND_BASE, NAT_BACKEND_BASE, NAT_PORT, NAT_VIP, NAT_VIP6,
+        CLIENT, CLIENT6, NAT6_BACKEND_BASE, NAT_BACKEND_BASE, NAT_PORT, NAT_VIP, NAT_VIP6,
         ROUTER_MAC,
     };
     let mac = ROUTER_MAC
@@ -323,10 +910,10 @@ fn identity_nat(h: &mut Harness) -> anyhow::Result<IdentityNat> {
     let (request6, reply6) = frames(CLIENT6.into(), NAT_VIP6.into());
     let cl0 = h.net().cl0;
     for request in [&request4, &request6] {
-        // Records the connection the replies belong to.
+        // Records the connection the replies belong to, and pins the flow.
         let (verdict, _) = h.dp.test_run_on(cl0, request)?;
         anyhow::ensure!(
-            verdict == 3,
+            verdict == Verdict::Tx as u32,
             "identity NAT request not sent with XDP_TX: {verdict}"
         );
     }
@@ -342,8 +929,7 @@ impl IdentityNat {
     /// Restores the harness's NAT backends.
     fn undo(self, h: &mut Harness) -> anyhow::Result<()> {
         use lb_tests::program::{
-            backend, nat_backend, nat_backend6, NAT6_BACKEND_BASE, NAT_BACKEND_BASE,
-            NAT_BACKEND_PORT,
+            nat_backend, nat_backend6, NAT6_BACKEND_BASE, NAT_BACKEND_BASE, NAT_BACKEND_PORT,
         };
         for i in 0..3u32 {
             h.dp.set_backend(

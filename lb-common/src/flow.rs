@@ -20,6 +20,12 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 /// Default number of entries of the `FLOWS` LRU table (the agent may size it at load).
 pub const DEFAULT_FLOW_CAPACITY: u32 = 1 << 18;
 
+/// Packets whose backend came from the lookup table because their flow had no usable
+/// entry (a new flow, a SYN reusing a tuple, an idle entry, one left by another VIP or
+/// naming a removed backend): the one entry of `FLOW_STATS`, a per-CPU `u64`. Packets
+/// balanced (forwarded or not) minus these found their flow pinned.
+pub const FLOW_STAT_HASHED: u32 = 0;
+
 /// Value of `FLOWS`: which backend an established flow is pinned to.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -28,7 +34,7 @@ pub struct FlowEntry {
     /// The VIP the flow was balanced for; an entry left by a removed VIP whose id was
     /// reused must not steer the new VIP's traffic.
     pub vip_id: u32,
-    /// `bpf_ktime_get_ns()` of the flow's last packet.
+    /// `bpf_ktime_get_coarse_ns()` (`CLOCK_MONOTONIC` at tick resolution) of the flow's last packet.
     pub last_seen_ns: u64,
 }
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 16);

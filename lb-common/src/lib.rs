@@ -32,6 +32,7 @@ impl_pod!(
     flow::FlowKey,
     flow::FlowEntry,
     iface::IfaceInfo,
+    iface::IfaceSlot,
     nat::NatEntry,
     settings::Settings,
     stats::Counter,

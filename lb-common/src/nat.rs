@@ -30,7 +30,7 @@ pub struct NatEntry {
     /// The backend's id, for `BACKEND_REPLY_STATS`.
     pub backend_id: u32,
     pub _pad2: u32,
-    /// `bpf_ktime_get_ns()` of the connection's last packet from the client (diagnostics;
+    /// `bpf_ktime_get_coarse_ns()` (`CLOCK_MONOTONIC` at tick resolution) of the connection's last packet from the client (diagnostics;
     /// ageing is the LRU's).
     pub last_seen_ns: u64,
 }

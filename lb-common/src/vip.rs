@@ -6,6 +6,21 @@ use crate::addr::Addr;
 /// Upper bound on configured VIPs (entries of `VIPS` and `VIP_STATS`).
 pub const MAX_VIPS: u32 = 1024;
 
+/// Slots of `VIP_FILTER`, the per-address pre-check of the VIP lookup: slot
+/// [`vip_filter_slot`]`(addr)` counts the `VIPS` keys whose address maps to it. A packet
+/// whose destination's slot is 0 is for no VIP, which costs one array read to learn
+/// instead of a hash of the 20-byte key. With 1,000 VIP addresses about 1.5 % of other
+/// addresses share a slot with one of them and pay the hash lookup as before.
+pub const VIP_FILTER_SLOTS: u32 = 1 << 16;
+
+/// The `VIP_FILTER` slot of `addr`: its words folded into one, then a multiplicative
+/// (Fibonacci) hash's top 16 bits, so that neighbouring addresses land far apart.
+#[inline(always)]
+pub fn vip_filter_slot(addr: &Addr) -> u32 {
+    let x = addr[0] ^ addr[1] ^ addr[2] ^ addr[3];
+    x.wrapping_mul(0x9e37_79b1) >> (32 - VIP_FILTER_SLOTS.trailing_zeros())
+}
+
 /// Key of `VIPS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

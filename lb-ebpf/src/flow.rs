@@ -1,6 +1,6 @@
 //! The flow table: established flows keep their backend when the lookup table changes.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use lb_common::{
     backend::{Backend, BACKEND_F_PRESENT, NO_BACKEND},
     flow::{FlowEntry, FlowKey},
@@ -11,12 +11,22 @@ use lb_common::{
 use crate::{
     maps::{BACKENDS, BACKEND_TABLE, FLOWS, SETTINGS},
     parse::{Parsed, IPPROTO_TCP},
+    stats,
 };
+
+/// The clock of flow and NAT entries: `CLOCK_MONOTONIC` at tick resolution (1-10 ms).
+/// Idle timeouts are seconds, and the precise clock (`bpf_ktime_get_ns`) costs about as
+/// much as a flow-table lookup per packet (bench/README.md, `xdp`).
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
 
 /// The flow table key of `flow`: with source affinity every connection of a client shares
 /// one entry and one hash.
 #[inline(always)]
-fn key_of(flow: &FlowKey, vip: &VipInfo) -> FlowKey {
+pub fn key_of(flow: &FlowKey, vip: &VipInfo) -> FlowKey {
     let mut key = *flow;
     if vip.flags & VIP_F_SOURCE_AFFINITY != 0 {
         key.sport_be = 0;
@@ -67,8 +77,7 @@ pub fn backend_for(pkt: &Parsed, vip: &VipInfo) -> Option<u32> {
     let affinity = vip.flags & VIP_F_SOURCE_AFFINITY != 0;
     let key = key_of(&pkt.flow, vip);
     let (seed, idle_ns) = settings(pkt.flow.proto);
-    // SAFETY: ktime has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now();
 
     // A new SYN on a known tuple is a new connection (port reuse): balance it afresh.
     // With affinity the point is to stick, so a SYN keeps the client's entry.
@@ -81,12 +90,17 @@ pub fn backend_for(pkt: &Parsed, vip: &VipInfo) -> Option<u32> {
                 && now.wrapping_sub(e.last_seen_ns) < idle_ns
                 && backend(e.backend_id).is_some()
             {
-                e.last_seen_ns = now;
+                // The clock moves once a tick: storing only then keeps the entry's cache
+                // line clean on the other CPUs between ticks.
+                if e.last_seen_ns != now {
+                    e.last_seen_ns = now;
+                }
                 return Some(e.backend_id);
             }
         }
     }
 
+    stats::count_hashed();
     let id = hashed(&key, vip, seed)?;
     // A full table evicts its least recently used entry; failing to pin only means the
     // next packet is hashed again, to the same backend while the set is unchanged.
@@ -110,8 +124,7 @@ pub fn backend_of(flow: &FlowKey, vip: &VipInfo) -> Option<u32> {
     let (seed, idle_ns) = settings(flow.proto);
     // SAFETY: entries are plain data; a racing update yields an old or new valid entry.
     if let Some(e) = unsafe { FLOWS.get(key) } {
-        // SAFETY: ktime has no preconditions.
-        let now = unsafe { bpf_ktime_get_ns() };
+        let now = now();
         if e.vip_id == vip.id
             && now.wrapping_sub(e.last_seen_ns) < idle_ns
             && backend(e.backend_id).is_some()

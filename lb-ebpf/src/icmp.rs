@@ -35,7 +35,7 @@ use lb_common::{
 
 use crate::{
     dr, flow,
-    maps::{flow_key, vip_key, IFACES, NAT_CONNS, VIPS},
+    maps::{self, flow_key, vip_key, NAT_CONNS, VIPS},
     nat::{self, addr_eq, IcmpTranslation, Side},
     parse::{
         byte, embedded, raw16, set_words, words, Embedded, Parsed, ETH_HLEN, IPPROTO_ICMP,
@@ -123,8 +123,7 @@ fn from_client_side(ctx: &XdpContext, outer: &Parsed, inner: &Embedded, vip: &Vi
     };
     match vip.mode {
         MODE_DR => {
-            // SAFETY: IFACES entries are only replaced whole by the agent.
-            let Some(iface) = (unsafe { IFACES.get(ctx.ingress_ifindex() as u32) }) else {
+            let Some(iface) = maps::iface(ctx.ingress_ifindex() as u32) else {
                 return Reason::PassUnknownIface;
             };
             if backend.flags & BACKEND_F_MAC_VALID == 0 {

@@ -10,17 +10,22 @@ use lb_common::{
     addr::Addr,
     backend::{Backend, DEFAULT_TABLE_CAPACITY, MAX_BACKENDS},
     flow::{FlowEntry, FlowKey, DEFAULT_FLOW_CAPACITY},
-    iface::{IfaceInfo, MAX_IFACES},
+    iface::{IfaceInfo, IfaceSlot, IFACE_CACHE_SLOTS, MAX_IFACES},
     nat::{NatEntry, DEFAULT_NAT_CAPACITY},
     settings::Settings,
     stats::{Counter, Reason},
-    vip::{VipInfo, VipKey, MAX_VIPS},
+    vip::{vip_filter_slot, VipInfo, VipKey, MAX_VIPS, VIP_FILTER_SLOTS},
 };
 
 use crate::parse::Scratch;
 
 #[map]
 pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// See `lb_common::vip::VIP_FILTER_SLOTS`. The agent counts a VIP in before adding it to
+/// `VIPS` and out after removing it, so a VIP is never filtered out.
+#[map]
+pub static VIP_FILTER: Array<u32> = Array::with_max_entries(VIP_FILTER_SLOTS, 0);
 
 /// Slot → backend id. Each VIP owns `table_size` slots from `table_offset`. The agent
 /// may resize this map at load time. Memory-mappable, so the agent rewrites changed slots
@@ -62,6 +67,10 @@ pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
 #[map]
 pub static IFACES: HashMap<u32, IfaceInfo> = HashMap::with_max_entries(MAX_IFACES, 0);
 
+/// See `lb_common::iface::IFACE_CACHE_SLOTS`.
+#[map]
+pub static IFACE_CACHE: Array<IfaceSlot> = Array::with_max_entries(IFACE_CACHE_SLOTS, 0);
+
 #[map]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
@@ -74,6 +83,10 @@ pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(M
 /// Per-CPU room for the parsed headers (see `parse::Scratch`); not used by the agent.
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// See `lb_common::flow::FLOW_STAT_HASHED`.
+#[map]
+pub static FLOW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 pub static REASON_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
@@ -124,4 +137,21 @@ pub fn vip_key(addr: Addr, port_be: u16, proto: u8) -> VipKey {
     };
     // SAFETY: same size (asserted) and field offsets as VipKey's; any bits are valid.
     unsafe { core::mem::transmute::<Words, VipKey>(w) }
+}
+
+/// Whether some VIP has `addr` as its address (or shares its filter slot).
+#[inline(always)]
+pub fn may_be_vip(addr: &Addr) -> bool {
+    !matches!(VIP_FILTER.get(vip_filter_slot(addr)), Some(&0))
+}
+
+/// The agent's entry for interface `ifindex`: from its cache slot if it holds one, else
+/// from `IFACES`.
+#[inline(always)]
+pub fn iface(ifindex: u32) -> Option<&'static IfaceInfo> {
+    match IFACE_CACHE.get(ifindex % IFACE_CACHE_SLOTS) {
+        Some(slot) if slot.ifindex == ifindex => Some(&slot.info),
+        // SAFETY: IFACES entries are only replaced whole by the agent.
+        _ => unsafe { IFACES.get(ifindex) },
+    }
 }

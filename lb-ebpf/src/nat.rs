@@ -8,7 +8,7 @@
 //! packet of a connection records it in `NAT_CONNS`, keyed by the reply's 5-tuple (see
 //! `lb_common::nat` for what a full table means).
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use lb_common::{
     addr::{Addr, V4_MAPPED_WORD},
     backend::Backend,
@@ -219,14 +219,15 @@ fn remember(pkt: &Parsed, vip_key: &VipKey, vip: &VipInfo, backend_id: u32, back
         pkt.flow.sport_be,
         pkt.flow.proto,
     );
-    // SAFETY: ktime has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = flow::now();
     if let Some(e) = NAT_CONNS.get_ptr_mut(key) {
         // SAFETY: the pointer comes from the lookup; a racing writer stores equally valid
         // values.
         let e = unsafe { &mut *e };
         if e.vip == vip_key.addr && e.vip_port_be == vip_key.port_be && e.backend_id == backend_id {
-            e.last_seen_ns = now;
+            if e.last_seen_ns != now {
+                e.last_seen_ns = now;
+            }
             return;
         }
     }

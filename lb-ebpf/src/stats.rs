@@ -1,9 +1,14 @@
 //! Per-CPU counter updates (no atomics needed: each CPU owns its slot).
 
 use aya_ebpf::maps::PerCpuArray;
-use lb_common::stats::{Counter, Reason};
+use lb_common::{
+    flow::FLOW_STAT_HASHED,
+    stats::{Counter, Reason},
+};
 
-use crate::maps::{BACKEND_REPLY_STATS, BACKEND_STATS, REASON_STATS, VIP_REPLY_STATS, VIP_STATS};
+use crate::maps::{
+    BACKEND_REPLY_STATS, BACKEND_STATS, FLOW_STATS, REASON_STATS, VIP_REPLY_STATS, VIP_STATS,
+};
 
 #[inline(always)]
 fn add(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
@@ -39,4 +44,13 @@ pub fn count_vip_reply(vip_id: u32, bytes: u64) {
 #[inline(always)]
 pub fn count_backend_reply(backend_id: u32, bytes: u64) {
     add(&BACKEND_REPLY_STATS, backend_id, bytes);
+}
+
+/// A packet balanced through the lookup table rather than by its flow's entry.
+#[inline(always)]
+pub fn count_hashed() {
+    if let Some(c) = FLOW_STATS.get_ptr_mut(FLOW_STAT_HASHED) {
+        // SAFETY: as in `add`.
+        unsafe { *c += 1 };
+    }
 }

@@ -152,6 +152,9 @@ impl Agent {
         };
         agent.write_settings()?;
         if agent.dp.adoption().maps.iter().any(|m| m == "VIPS") {
+            // The filter may be younger than the VIPs it sits beside (a new program version)
+            // or have missed a count: make it agree before anything else is written.
+            agent.dp.recount_vip_filter()?;
             agent.adopt_placement(&config)?;
         }
         agent.apply(config)?;

@@ -22,11 +22,11 @@ use aya::{
 use lb_common::{
     backend::Backend,
     flow::{FlowEntry, FlowKey},
-    iface::IfaceInfo,
+    iface::{IfaceInfo, IfaceSlot, IFACE_CACHE_SLOTS},
     nat::NatEntry,
     settings::Settings,
     stats::{Counter, Reason},
-    vip::{VipInfo, VipKey},
+    vip::{vip_filter_slot, VipInfo, VipKey, VIP_FILTER_SLOTS},
 };
 
 use crate::config::XdpMode;
@@ -403,11 +403,21 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Records interface `ifindex`'s MAC in `IFACES`, and in its `IFACE_CACHE` slot unless
+    /// another interface holds that slot.
     pub fn set_iface(&mut self, ifindex: u32, mac: [u8; 6]) -> anyhow::Result<()> {
         let info = IfaceInfo { mac, _pad: [0; 2] };
         let mut m = hash_map::<u32, IfaceInfo>(&mut self.ebpf, "IFACES")?;
         if m.get(&ifindex, 0).ok() != Some(info) {
             m.insert(ifindex, info, 0)?;
+            self.writes += 1;
+        }
+        let slot = ifindex % IFACE_CACHE_SLOTS;
+        let mut cache = array::<IfaceSlot>(&mut self.ebpf, "IFACE_CACHE")?;
+        let held = cache.get(&slot, 0)?;
+        let want = IfaceSlot { ifindex, info };
+        if (held.ifindex == 0 || held.ifindex == ifindex) && held != want {
+            cache.set(slot, want, 0)?;
             self.writes += 1;
         }
         Ok(())
@@ -436,7 +446,12 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Adds or replaces a VIP. A new one is counted into `VIP_FILTER` first, so the
+    /// program never filters out a VIP it has.
     pub fn set_vip(&mut self, key: VipKey, info: VipInfo) -> anyhow::Result<()> {
+        if !self.has_vip(&key)? {
+            self.count_vip_address(&key, true)?;
+        }
         let mut m = hash_map::<VipKey, VipInfo>(&mut self.ebpf, "VIPS")?;
         if m.get(&key, 0).ok() != Some(info) {
             m.insert(key, info, 0)?;
@@ -445,9 +460,57 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Removes a VIP, then counts it out of `VIP_FILTER`.
     pub fn remove_vip(&mut self, key: &VipKey) -> anyhow::Result<()> {
+        let had = self.has_vip(key)?;
         hash_map::<VipKey, VipInfo>(&mut self.ebpf, "VIPS")?.remove(key)?;
         self.writes += 1;
+        if had {
+            self.count_vip_address(key, false)?;
+        }
+        Ok(())
+    }
+
+    fn has_vip(&mut self, key: &VipKey) -> anyhow::Result<bool> {
+        match hash_map::<VipKey, VipInfo>(&mut self.ebpf, "VIPS")?.get(key, 0) {
+            Ok(_) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(e).context("map VIPS"),
+        }
+    }
+
+    /// One more (`add`) or one fewer VIP key with `key`'s address in its filter slot.
+    fn count_vip_address(&mut self, key: &VipKey, add: bool) -> anyhow::Result<()> {
+        let slot = vip_filter_slot(&key.addr);
+        let mut filter = array::<u32>(&mut self.ebpf, "VIP_FILTER")?;
+        let n = filter.get(&slot, 0)?;
+        let n = if add { n + 1 } else { n.saturating_sub(1) };
+        filter.set(slot, n, 0)?;
+        Ok(())
+    }
+
+    /// Recounts `VIP_FILTER` from the VIPs in `VIPS`: for maps that outlived the agent
+    /// that kept the counts (or a `VIP_FILTER` newer than the `VIPS` it sits beside).
+    pub fn recount_vip_filter(&mut self) -> anyhow::Result<()> {
+        let keys: Vec<VipKey> = hash_map::<VipKey, VipInfo>(&mut self.ebpf, "VIPS")?
+            .keys()
+            .collect::<Result<_, _>>()?;
+        let mut counts = std::collections::HashMap::<u32, u32>::new();
+        for key in &keys {
+            *counts.entry(vip_filter_slot(&key.addr)).or_default() += 1;
+        }
+        let mut filter = array::<u32>(&mut self.ebpf, "VIP_FILTER")?;
+        // Raise first, then clear what no VIP holds: no moment filters out a VIP.
+        for (&slot, &n) in &counts {
+            if filter.get(&slot, 0)? != n {
+                filter.set(slot, n, 0)?;
+            }
+        }
+        for slot in 0..VIP_FILTER_SLOTS {
+            if !counts.contains_key(&slot) && filter.get(&slot, 0)? != 0 {
+                filter.set(slot, 0, 0)?;
+            }
+        }
         Ok(())
     }
 
@@ -742,6 +805,37 @@ impl Dataplane {
             .map(|(_, _, duration)| duration)
     }
 
+    /// Runs another program of the object (the benchmark's entry points in
+    /// `lb-ebpf/src/bench.rs`, which share this program's maps) `repeat` times on `frame`
+    /// arriving on `ifindex`, loading it first if needed. Returns the last run's verdict and
+    /// the mean duration per run.
+    pub fn time_program(
+        &mut self,
+        name: &str,
+        ifindex: u32,
+        frame: &[u8],
+        repeat: u32,
+    ) -> anyhow::Result<(u32, std::time::Duration)> {
+        let prog = program_named(&mut self.ebpf, name)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(verifier_error)?;
+        }
+        self.run_program(name, frame, Some(ifindex), repeat)
+            .map(|(verdict, _, duration)| (verdict, duration))
+    }
+
+    /// How many packets were balanced through the lookup table rather than by a flow
+    /// entry (`lb_common::flow::FLOW_STAT_HASHED`), over all CPUs.
+    pub fn flows_hashed(&self) -> anyhow::Result<u64> {
+        let m = self
+            .ebpf
+            .map("FLOW_STATS")
+            .ok_or_else(|| anyhow!("map FLOW_STATS missing from the XDP object"))?;
+        let values =
+            PerCpuArray::<_, u64>::try_from(m)?.get(&lb_common::flow::FLOW_STAT_HASHED, 0)?;
+        Ok(values.iter().sum())
+    }
+
     /// One `BPF_PROG_TEST_RUN`: the verdict, the frame as the program left it, and the mean
     /// duration per run. Without `ifindex` the kernel uses loopback as the ingress.
     fn run(
@@ -750,10 +844,21 @@ impl Dataplane {
         ifindex: Option<u32>,
         repeat: u32,
     ) -> anyhow::Result<(u32, Vec<u8>, std::time::Duration)> {
+        self.run_program(PROGRAM, frame, ifindex, repeat)
+    }
+
+    fn run_program(
+        &mut self,
+        name: &str,
+        frame: &[u8],
+        ifindex: Option<u32>,
+        repeat: u32,
+    ) -> anyhow::Result<(u32, Vec<u8>, std::time::Duration)> {
         // Room for a program that grows the frame (encapsulation) without ENOSPC.
         let mut out = vec![0u8; frame.len() + 256];
         let ctx = ifindex.map(|i| xdp_md(i, frame.len()));
-        let result = program(&mut self.ebpf)?
+        let prog = program_named(&mut self.ebpf, name)?;
+        let result = prog
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut out),
@@ -800,8 +905,12 @@ fn xdp_md(ifindex: u32, len: usize) -> Vec<u8> {
 }
 
 fn program(ebpf: &mut Ebpf) -> anyhow::Result<&mut Xdp> {
-    ebpf.program_mut(PROGRAM)
-        .ok_or_else(|| anyhow!("program {PROGRAM} missing from the XDP object"))?
+    program_named(ebpf, PROGRAM)
+}
+
+fn program_named<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Xdp> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the XDP object"))?
         .try_into()
         .context("program type")
 }

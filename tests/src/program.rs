@@ -106,6 +106,8 @@ pub struct Harness {
 /// Flow entries stay fresh for the length of any test.
 pub const IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
 pub const FLOW_CAPACITY: u32 = 1 << 16;
+/// Lookup-table slots the harness's own VIPs use (from slot 0).
+pub const HARNESS_SLOTS: u32 = 4 * TABLE_SIZE;
 
 /// The three backends as Maglev sees them; index i has id i and `BACKEND_MACS[i]`.
 pub fn backend_keys() -> Vec<(BackendKey, u32)> {
@@ -171,19 +173,32 @@ impl Harness {
     /// The harness in the calling thread's namespace: enough for DR, whose result does not
     /// depend on routes.
     pub fn load() -> Harness {
-        Harness::configure(None).expect("load and configure the XDP program")
+        Harness::configure(None, HARNESS_SLOTS, FLOW_CAPACITY)
+            .expect("load and configure the XDP program")
     }
 
     /// The harness in a fresh [`FibNet`] namespace, which the calling thread enters until
     /// the harness is dropped: NAT's FIB lookups see exactly the routes and neighbours the
     /// namespace was built with.
     pub fn load_in_fibnet() -> Harness {
-        let net = FibNet::create().expect("build the FIB namespace");
-        Harness::configure(Some(net)).expect("load and configure the XDP program")
+        Harness::load_in_fibnet_sized(HARNESS_SLOTS, FLOW_CAPACITY)
     }
 
-    fn configure(net: Option<FibNet>) -> anyhow::Result<Harness> {
-        let mut dp = Dataplane::load(4 * TABLE_SIZE, FLOW_CAPACITY)?;
+    /// [`Harness::load_in_fibnet`] with a lookup table of `table_capacity` slots (slots
+    /// from [`HARNESS_SLOTS`] on are free for the caller's VIPs) and a flow table of
+    /// `flow_capacity` entries: for the benchmark's larger configurations.
+    pub fn load_in_fibnet_sized(table_capacity: u32, flow_capacity: u32) -> Harness {
+        let net = FibNet::create().expect("build the FIB namespace");
+        Harness::configure(Some(net), table_capacity, flow_capacity)
+            .expect("load and configure the XDP program")
+    }
+
+    fn configure(
+        net: Option<FibNet>,
+        table_capacity: u32,
+        flow_capacity: u32,
+    ) -> anyhow::Result<Harness> {
+        let mut dp = Dataplane::load(table_capacity.max(HARNESS_SLOTS), flow_capacity)?;
         dp.set_settings(Settings {
             hash_seed: SEED,
             _pad: 0,

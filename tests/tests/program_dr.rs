@@ -287,3 +287,80 @@ fn per_vip_and_per_backend_counters_count_forwarded_bytes() {
         (5, 5 * frame.len() as u64)
     );
 }
+
+#[test]
+fn vips_added_and_removed_at_runtime_are_seen_by_the_address_filter() {
+    use lb_common::vip::{VipInfo, MODE_DR};
+    use lb_tests::program::{vip_key_of, TABLE_SIZE};
+    let mut h = harness!();
+    let addr = std::net::Ipv4Addr::new(10, 99, 0, 77);
+    let frame = frames::tcp(CLIENT, 40000, addr, 80);
+    assert_passed_untouched(&mut h, &frame, Reason::PassNotVip);
+    let info = VipInfo {
+        id: 0,
+        mode: MODE_DR,
+        table_offset: 0,
+        table_size: TABLE_SIZE,
+        flags: 0,
+    };
+    let (http, https) = (
+        vip_key_of(addr.into(), 80, 6),
+        vip_key_of(addr.into(), 443, 6),
+    );
+    h.dp.set_vip(http, info).unwrap();
+    h.dp.set_vip(https, info).unwrap();
+    // Replacing a VIP is not adding one, nor is removing one that is not there.
+    h.dp.set_vip(https, info).unwrap();
+    assert!(h.dp.remove_vip(&vip_key_of(addr.into(), 8443, 6)).is_err());
+    assert_eq!(h.run(&frame).2, Reason::ForwardedDr);
+    // The address still has a VIP (TCP/80) after its other one goes.
+    h.dp.remove_vip(&https).unwrap();
+    assert_eq!(h.run(&frame).2, Reason::ForwardedDr);
+    h.dp.remove_vip(&http).unwrap();
+    assert_passed_untouched(&mut h, &frame, Reason::PassNotVip);
+    // The filter's counts rebuilt from VIPS (for maps that outlived their agent) say the same.
+    h.dp.set_vip(http, info).unwrap();
+    h.dp.recount_vip_filter().unwrap();
+    assert_eq!(h.run(&frame).2, Reason::ForwardedDr);
+}
+
+#[test]
+fn an_address_sharing_a_vips_filter_slot_is_still_not_a_vip() {
+    use lb_common::{addr::from_ip, vip::vip_filter_slot};
+    let mut h = harness!();
+    let slot = vip_filter_slot(&from_ip(VIP.into()));
+    let twin = (0..=u32::MAX)
+        .map(|i| std::net::Ipv4Addr::from(0x0a00_0000 | (i & 0x00ff_ffff)))
+        .find(|a| *a != VIP && vip_filter_slot(&from_ip((*a).into())) == slot)
+        .expect("65,536 slots: some address in 10/8 shares one");
+    assert_passed_untouched(
+        &mut h,
+        &frames::tcp(CLIENT, 40000, twin, 80),
+        Reason::PassNotVip,
+    );
+}
+
+#[test]
+fn the_source_mac_is_the_ingress_interfaces_cached_or_not() {
+    use lb_common::iface::IFACE_CACHE_SLOTS;
+    use lb_tests::program::LOOPBACK_IFINDEX;
+    if !lb_tests::require_root(module_path!()) {
+        return;
+    }
+    let frame = frames::vip_tcp(40000);
+    // A changed MAC reaches the cache slot its interface holds.
+    let mut h = Harness::load_in_fibnet();
+    let new_mac = [0x02, 0x99, 0, 0, 0, 0x11];
+    h.dp.set_iface(LOOPBACK_IFINDEX, new_mac).unwrap();
+    let backend = h.expected_mac(CLIENT, 40000, 80, 6);
+    assert_eq!(h.run(&frame).1, with_macs(&frame, backend, new_mac));
+    // An interface whose slot another holds is found in IFACES.
+    let idle = h.net().idle;
+    let idle_mac = [0x02, 0x99, 0, 0, 0, 0x12];
+    h.dp.set_iface(idle + IFACE_CACHE_SLOTS, [0x02, 0x99, 0, 0, 0, 0x13])
+        .unwrap();
+    h.dp.set_iface(idle, idle_mac).unwrap();
+    let (_, out, reason) = h.run_on(idle, &frame);
+    assert_eq!(reason, Reason::ForwardedDr);
+    assert_eq!(out, with_macs(&frame, backend, idle_mac));
+}

@@ -114,6 +114,9 @@ fn an_idle_flow_is_balanced_again() {
         udp_idle_ns: 1,
     })
     .unwrap();
+    // Entries are stamped with the coarse clock, which moves once a tick (1-10 ms): within
+    // a tick an entry is 0 ns old, which no timeout exceeds.
+    std::thread::sleep(std::time::Duration::from_millis(50));
     assert_eq!(
         forward(&mut h, &established(40000)),
         other as usize,
@@ -224,4 +227,32 @@ fn a_vip_without_backends_drops_or_passes_as_its_all_down_policy_says() {
     // Backends again: balanced as before, whatever the policy.
     h.set_table(all_to(1));
     assert_eq!(forward(&mut h, &frames::vip_tcp(40001)), 1);
+}
+
+#[test]
+fn flow_stats_count_the_packets_balanced_through_the_lookup_table() {
+    let mut h = harness!("flow_stats_count_the_packets_balanced_through_the_lookup_table");
+    let hashed = |h: &Harness| h.dp.flows_hashed().unwrap();
+    let start = hashed(&h);
+    forward(&mut h, &frames::vip_tcp(40000));
+    assert_eq!(hashed(&h), start + 1, "a new flow");
+    for _ in 0..3 {
+        forward(&mut h, &established(40000));
+    }
+    assert_eq!(hashed(&h), start + 1, "its packets find their entry");
+    forward(&mut h, &frames::vip_tcp(40000));
+    assert_eq!(
+        hashed(&h),
+        start + 2,
+        "a SYN on a known tuple is balanced again"
+    );
+    forward(&mut h, &established(40001));
+    assert_eq!(hashed(&h), start + 3, "an unknown flow");
+    h.run(&frames::tcp(
+        lb_tests::program::CLIENT,
+        40000,
+        std::net::Ipv4Addr::new(10, 99, 0, 10),
+        80,
+    ));
+    assert_eq!(hashed(&h), start + 3, "traffic for no VIP is not balanced");
 }

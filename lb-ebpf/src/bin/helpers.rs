@@ -4,7 +4,9 @@
 //!   veth whose peer runs an XDP program (see docs/lab.md);
 //! - `xdp_tx_baseline`, the least a forwarding program does, for benchmarks;
 //! - `flow_lru_shared` / `flow_lru_percpu`: the flow-table lookup-or-insert on a shared
-//!   LRU and on a per-CPU LRU, so the benchmark can compare the two map types.
+//!   LRU and on a per-CPU LRU, so the benchmark can compare the two map types;
+//! - `flow_lru_insert`: an insert that replaces the entry of the same key, the work a SYN
+//!   does in the flow table, on its own.
 #![no_std]
 #![no_main]
 
@@ -68,6 +70,22 @@ pub fn flow_lru_shared(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn flow_lru_percpu(ctx: XdpContext) -> u32 {
     lookup_or_insert!(BENCH_LRU_PERCPU, ctx)
+}
+
+#[xdp]
+pub fn flow_lru_insert(ctx: XdpContext) -> u32 {
+    let Some(key) = key_of(&ctx) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let entry = FlowEntry {
+        backend_id: 1,
+        vip_id: 0,
+        last_seen_ns: 0,
+    };
+    match BENCH_LRU_SHARED.insert(key, entry, 0) {
+        Ok(()) => xdp_action::XDP_PASS,
+        Err(_) => xdp_action::XDP_ABORTED,
+    }
 }
 
 #[xdp]

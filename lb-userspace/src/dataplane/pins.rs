@@ -35,6 +35,7 @@ use tracing::{info, warn};
 /// meaning (a new field, a reordered one, a changed unit), even at the same size.
 pub const MAP_VERSIONS: &[(&str, u32)] = &[
     ("VIPS", 1),
+    ("VIP_FILTER", 1),
     ("BACKEND_TABLE", 1),
     ("FLOWS", 1),
     ("NAT_CONNS", 1),
@@ -42,16 +43,18 @@ pub const MAP_VERSIONS: &[(&str, u32)] = &[
     ("TX_PORTS", 1),
     ("BACKENDS", 1),
     ("IFACES", 1),
+    ("IFACE_CACHE", 1),
     ("SETTINGS", 1),
     ("VIP_STATS", 1),
     ("BACKEND_STATS", 1),
     ("REASON_STATS", 1),
+    ("FLOW_STATS", 1),
     ("VIP_REPLY_STATS", 1),
     ("BACKEND_REPLY_STATS", 1),
 ];
 
 /// Maps that hold no state worth keeping: each program gets its own.
-const NOT_PINNED: &[&str] = &["SCRATCH"];
+const NOT_PINNED: &[&str] = &["SCRATCH", "BENCH_PORT"];
 
 /// `enum bpf_map_type` values whose value size aya adjusts at load.
 const DEVMAP: u32 = 14;
