@@ -5,6 +5,7 @@
 //! protocol shared by `lbd` and `lbctl`; `agent` wires them together.
 
 pub mod agent;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dataplane;
