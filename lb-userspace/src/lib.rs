@@ -16,4 +16,5 @@ pub mod layout;
 pub mod maglev;
 pub mod metrics;
 pub mod net;
+pub mod privilege;
 pub mod vrrp;

@@ -60,6 +60,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
+    lb_userspace::privilege::warn_missing(!config.vrrp.is_empty());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -157,6 +158,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
               links = ?adoption.links, program_changed = ?adoption.program_changed,
               "adopted the previous run's pinned maps and links");
     }
+    let socket_group = config.agent.control_group.clone();
     let (health_runner, health, mut transitions) = HealthRunner::new(SchedulerConfig::default());
     tokio::spawn(health_runner.run());
     let keep_attached = config.agent.xdp_on_backup == config::XdpOnBackup::Attached;
@@ -190,7 +192,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
             .await?;
     }
 
-    let listener = bind_control(&socket_path)?;
+    let listener = bind_control(&socket_path, socket_group.as_deref())?;
     let (requests_tx, mut requests) = mpsc::channel::<Pending>(64);
     let (scrapes_tx, mut scrapes) = mpsc::channel::<metrics::http::Scrape>(16);
     if let Some((addr, l)) = metrics_listener {
@@ -467,17 +469,20 @@ async fn refresh_neighbours(netlink: &Netlink, agent: &mut Agent) -> anyhow::Res
     Ok(())
 }
 
-fn bind_control(path: &std::path::Path) -> anyhow::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt as _;
+fn bind_control(path: &std::path::Path, group: Option<&str>) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "creating {} (without root it must exist and be lbd's: RuntimeDirectory= in lbd.service)",
+                dir.display()
+            )
+        })?;
     }
     refuse_if_serving(path)?;
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)
         .with_context(|| format!("binding the control socket {}", path.display()))?;
-    // Control is root's business: owner read/write only.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    control::restrict_socket(path, group)?;
     Ok(listener)
 }
 
