@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Install what is missing (nightly + rust-src, Debian packages, bpf-linker for LLVM 22,
-    /// bpffs); skips everything already present
+    /// cargo-deb, bpffs); skips everything already present
     ///
     /// Idempotent: when nothing is missing it prints one line and takes well under a second.
     /// Root is needed only to install Debian packages and to mount bpffs.
