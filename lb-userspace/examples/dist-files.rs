@@ -30,9 +30,14 @@ The configuration (every key: /usr/share/doc/lbd/config.md).
 \fI/run/lbd/lbd.sock\fR
 The control socket \fBlbctl\fR(8) talks to (\fBagent.control_socket\fR); mode 0600, or 0660
 owned by \fBagent.control_group\fR.
+.TP
+\fI/sys/fs/bpf/lbd\fR
+The pinned maps and XDP links (\fBagent.pin_dir\fR) a restarted lbd adopts.
 .SH SIGNALS
 SIGHUP re-reads the configuration and applies only the difference. SIGTERM and SIGINT hand
-VRRP mastership over, detach the XDP program and exit 0.
+VRRP mastership over, detach the XDP program, remove the pins and exit 0. SIGUSR2 exits at
+once leaving the program attached and its maps pinned, for the next lbd to adopt (a
+restart or upgrade without a dropped packet).
 .SH CAPABILITIES
 Without root, lbd needs exactly CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW and CAP_PERFMON
 (the systemd unit grants them to the user \fBlbd\fR). Why each: /usr/share/doc/lbd/operations.md.
