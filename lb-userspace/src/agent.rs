@@ -1136,6 +1136,7 @@ fn check_live_agent_keys(old: &AgentConfig, new: &AgentConfig) -> anyhow::Result
         ("xdp_mode", old.xdp_mode != new.xdp_mode),
         ("control_socket", old.control_socket != new.control_socket),
         ("pin_dir", old.pin_dir != new.pin_dir),
+        ("control_group", old.control_group != new.control_group),
         ("table_capacity", old.table_capacity != new.table_capacity),
         (
             "flow_table_size",

@@ -156,6 +156,9 @@ pub struct AgentConfig {
     pub control_socket: PathBuf,
     /// Where the maps and XDP links are pinned, so a restarted lbd adopts them.
     pub pin_dir: PathBuf,
+    /// Group given read/write access to the control socket (mode 0660); none: 0600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_group: Option<String>,
     pub table_capacity: u32,
     pub flow_table_size: u32,
     #[serde(with = "humantime_serde")]
@@ -241,6 +244,7 @@ struct RawAgent {
     control_socket: Option<PathBuf>,
     #[serde(default)]
     pin_dir: Option<PathBuf>,
+    control_group: Option<Spanned<String>>,
     #[serde(default)]
     table_capacity: Option<Spanned<u32>>,
     #[serde(default)]
@@ -448,6 +452,19 @@ impl Validator<'_> {
                 .control_socket
                 .unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into()),
             pin_dir: raw_agent.pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
+            control_group: raw_agent.control_group.as_ref().and_then(|g| {
+                let name = g.get_ref();
+                if valid_group_name(name) {
+                    Some(name.clone())
+                } else {
+                    self.error(
+                        g.span(),
+                        "agent.control_group",
+                        format!("{name:?} is not a group name (1-32 characters, no ':', '/', ',' or spaces); give the name of an existing group, e.g. \"lbadmin\""),
+                    );
+                    None
+                }
+            }),
             table_capacity,
             flow_table_size: match &raw_agent.flow_table_size {
                 Some(f) if *f.get_ref() == 0 => {
@@ -667,6 +684,15 @@ pub fn to_toml(config: &Config) -> String {
 
 fn valid_ifname(name: &str) -> bool {
     !name.is_empty() && name.len() <= 15 && !name.contains(['/', ' '])
+}
+
+/// What `groupadd` could have created: whether the group exists is only known on the
+/// machine lbd starts on, so that is checked there (`control::restrict_socket`).
+fn valid_group_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && !name.contains(|c: char| c == ':' || c == '/' || c == ',' || c.is_whitespace())
 }
 
 /// 1-based line and column of a byte offset.

@@ -364,14 +364,78 @@ fn value_or(v: Option<u64>) -> String {
     v.map_or_else(|| "(not a number)".into(), |v| v.to_string())
 }
 
+/// Gives the freshly bound control socket its access: lbd's user only (0600), or lbd's
+/// user and `group` (0660; `agent.control_group`). A non-root lbd can hand the socket to a
+/// group only if it is a member (`SupplementaryGroups=` in lbd.service).
+pub fn restrict_socket(socket: &Path, group: Option<&str>) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = match group {
+        None => 0o600,
+        Some(name) => {
+            let gid = group_id(name)?.with_context(|| {
+                format!("agent.control_group: there is no group {name:?} on this machine; create it (groupadd --system {name}) or remove the key")
+            })?;
+            std::os::unix::fs::chown(socket, None, Some(gid)).with_context(|| {
+                format!(
+                    "giving the control socket {} to group {name}: a non-root lbd must be a member of it (SupplementaryGroups={name} in lbd.service)",
+                    socket.display()
+                )
+            })?;
+            0o660
+        }
+    };
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", socket.display()))
+}
+
+/// The id of group `name` (from /etc/group or whatever NSS source the machine uses).
+fn group_id(name: &str) -> anyhow::Result<Option<u32>> {
+    let cname = std::ffi::CString::new(name).context("a group name cannot contain NUL")?;
+    let mut buf = vec![0 as libc::c_char; 1024];
+    loop {
+        // SAFETY: every pointer is valid for the call; `buf` outlives `group`'s strings,
+        // which are not read after it is gone (only the gid, a plain integer, is kept).
+        let (rc, found) = unsafe {
+            let mut group: libc::group = std::mem::zeroed();
+            let mut result: *mut libc::group = std::ptr::null_mut();
+            let rc = libc::getgrnam_r(
+                cname.as_ptr(),
+                &mut group,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            );
+            (rc, (!result.is_null()).then_some(group.gr_gid))
+        };
+        match rc {
+            0 => return Ok(found),
+            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 2, 0),
+            rc => {
+                return Err(std::io::Error::from_raw_os_error(rc))
+                    .with_context(|| format!("looking up group {name:?}"))
+            }
+        }
+    }
+}
+
 /// Sends `command` to the agent listening on `socket` and returns the reply's data.
 pub fn request(socket: &Path, command: &Command) -> anyhow::Result<serde_json::Value> {
-    let mut stream = UnixStream::connect(socket).with_context(|| {
-        format!(
-            "cannot connect to lbd at {}: is lbd running? (path set by agent.control_socket)",
+    let mut stream = match UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "not allowed to talk to lbd at {}: the socket is open only to lbd's user, and to \
+             agent.control_group if set; run lbctl as root or as a member of that group",
             socket.display()
-        )
-    })?;
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                "cannot connect to lbd at {}: is lbd running? (path set by agent.control_socket)",
+                socket.display()
+            )
+            })
+        }
+    };
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut line = serde_json::to_vec(&Request {
         v: PROTOCOL_VERSION,

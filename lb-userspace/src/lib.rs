@@ -5,6 +5,7 @@
 //! protocol shared by `lbd` and `lbctl`; `agent` wires them together.
 
 pub mod agent;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dataplane;
@@ -15,4 +16,5 @@ pub mod layout;
 pub mod maglev;
 pub mod metrics;
 pub mod net;
+pub mod privilege;
 pub mod vrrp;

@@ -97,6 +97,12 @@ pub struct LbdGuard<'lab> {
 }
 
 impl<'lab> LbdGuard<'lab> {
+    /// `wrapper` is a command that execs the rest of its arguments (`setpriv ...`), run
+    /// between `ip netns exec` and `lbd`; empty for none. It must exec, not fork: the PID
+    /// the guard signals is the agent's.
+    // One private constructor behind the lab's named starters; a struct of options would
+    // only move the same list elsewhere.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         lab: &'lab Lab,
         ns: &str,
@@ -105,6 +111,7 @@ impl<'lab> LbdGuard<'lab> {
         log: &Path,
         ready: Ready,
         env: &[(&str, &std::ffi::OsStr)],
+        wrapper: &[String],
     ) -> Result<LbdGuard<'lab>> {
         let bin = lbd_binary();
         let socket = control_socket_of(config)?
@@ -117,6 +124,7 @@ impl<'lab> LbdGuard<'lab> {
             .with_context(|| format!("opening {}", log.display()))?;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns])
+            .args(wrapper)
             .arg(&bin)
             .arg("--config")
             .arg(config)

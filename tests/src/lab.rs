@@ -746,7 +746,29 @@ impl Lab {
     ) -> Result<LbdGuard<'_>> {
         let n = &self.lbs[node];
         let log = self.dir.join(format!("lbd-{}.log", n.role));
-        LbdGuard::start(self, &n.ns, config, args, &log, Ready::Attached, &[])
+        LbdGuard::start(self, &n.ns, config, args, &log, Ready::Attached, &[], &[])
+    }
+
+    /// [`Lab::start_lbd_on`] through `wrapper`, a command that execs its arguments, such
+    /// as `setpriv --reuid=...` to run the agent as another user with chosen capabilities.
+    pub fn start_lbd_wrapped(
+        &self,
+        node: usize,
+        config: &Path,
+        wrapper: &[String],
+    ) -> Result<LbdGuard<'_>> {
+        let n = &self.lbs[node];
+        let log = self.dir.join(format!("lbd-{}.log", n.role));
+        LbdGuard::start(
+            self,
+            &n.ns,
+            config,
+            &[],
+            &log,
+            Ready::Attached,
+            &[],
+            wrapper,
+        )
     }
 
     /// Starts the agent on node `node` and waits until it answers on its control socket,
@@ -754,7 +776,7 @@ impl Lab {
     pub fn spawn_lbd_on(&self, node: usize, config: &Path) -> Result<LbdGuard<'_>> {
         let n = &self.lbs[node];
         let log = self.dir.join(format!("lbd-{}.log", n.role));
-        LbdGuard::start(self, &n.ns, config, &[], &log, Ready::Answering, &[])
+        LbdGuard::start(self, &n.ns, config, &[], &log, Ready::Answering, &[], &[])
     }
 
     /// [`Lab::spawn_lbd_on`] with extra environment variables for the agent (e.g.
@@ -767,7 +789,7 @@ impl Lab {
     ) -> Result<LbdGuard<'_>> {
         let n = &self.lbs[node];
         let log = self.dir.join(format!("lbd-{}.log", n.role));
-        LbdGuard::start(self, &n.ns, config, &[], &log, Ready::Answering, env)
+        LbdGuard::start(self, &n.ns, config, &[], &log, Ready::Answering, env, &[])
     }
 
     /// The addresses on `ifname` in `ns`.

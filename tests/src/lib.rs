@@ -12,6 +12,7 @@ pub mod netns;
 pub mod program;
 pub mod root;
 pub mod servers;
+pub mod users;
 pub mod vrrp;
 
 pub use agent::LbdGuard;

@@ -6,6 +6,7 @@
 
 mod bench;
 mod cmd;
+mod deb;
 mod demo;
 mod setup;
 mod test;
@@ -32,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Install what is missing (nightly + rust-src, Debian packages, bpf-linker for LLVM 22,
-    /// bpffs); skips everything already present
+    /// cargo-deb, bpffs); skips everything already present
     ///
     /// Idempotent: when nothing is missing it prints one line and takes well under a second.
     /// Root is needed only to install Debian packages and to mount bpffs.
@@ -51,6 +52,23 @@ enum Task {
         /// Extra arguments for the demo binary, after `--`
         #[arg(last = true, value_name = "DEMO_ARGS")]
         args: Vec<OsString>,
+    },
+    /// Write lbd's and lbctl's man pages and shell completions into target/debug/dist
+    ///
+    /// Generated from the same clap definitions the binaries parse with.
+    Dist,
+    /// Run setup, build lbd/lbctl in release mode, man pages and completions, then the Debian
+    /// package (cargo-deb) into target/debian
+    ///
+    /// Install it with `dpkg -i target/debian/lbd_*.deb`; docs/operations.md says what
+    /// it installs and what to do next.
+    Deb {
+        /// Package the debug build instead (quick; what the package test uses)
+        #[arg(long)]
+        debug: bool,
+        /// Directory to write the .deb into (default: target/debian)
+        #[arg(short, long, value_name = "DIR")]
+        output: Option<PathBuf>,
     },
     /// Run setup, build lbd/lbctl in release mode, then run the benchmark runner (lb-bench)
     Bench {
@@ -73,6 +91,17 @@ fn main() -> ExitCode {
         Task::Test { args } => test::run(&args),
         Task::Demo { args } => demo::run(&args),
         Task::Bench { name, quick, args } => bench::run(name, quick, &args),
+        Task::Dist => setup::run()
+            .and_then(|_| deb::dist(deb::Profile::Debug))
+            .map(|dir| println!("{}", dir.display())),
+        Task::Deb { debug, output } => {
+            let profile = if debug {
+                deb::Profile::Debug
+            } else {
+                deb::Profile::Release
+            };
+            deb::deb(profile, output.as_deref()).map(drop)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

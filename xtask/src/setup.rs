@@ -16,7 +16,8 @@ use crate::cmd::cmd;
 use crate::is_root;
 
 /// Debian packages: LLVM 22 to build bpf-linker (zstd/zlib headers for its link),
-/// iproute2/ethtool for the network labs, keepalived/nftables for the failover tests.
+/// iproute2/ethtool for the network labs, keepalived/nftables for the failover tests,
+/// systemd for `systemd-analyze verify` of the unit (the package test).
 const DEBS: &[&str] = &[
     "llvm-22-dev",
     "libzstd-dev",
@@ -25,9 +26,13 @@ const DEBS: &[&str] = &[
     "ethtool",
     "keepalived",
     "nftables",
+    "systemd",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Builds the Debian package (`cargo xtask deb`). 3.8.0 needs rustc 1.85; any 3.x reads our
+/// `[package.metadata.deb]` the same way.
+const CARGO_DEB_VERSION: &str = "3.8.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// What `ldd bpf-linker` must show: the linker emits code with the LLVM it links, and that
 /// must be the same major as the nightly rustc's LLVM.
@@ -50,6 +55,7 @@ pub fn run() -> Result<bool> {
     rust_toolchain(&mut report)?;
     debian_packages(&mut report)?;
     bpf_linker(&mut report)?;
+    cargo_deb(&mut report)?;
     bpffs(&mut report)?;
     let memlock = raise_memlock();
 
@@ -387,6 +393,43 @@ fn linker_version(path: &Path) -> String {
         .ok()
         .and_then(|s| s.split_whitespace().last().map(str::to_owned))
         .unwrap_or_else(|| "?".into())
+}
+
+// ---------------------------------------------------------------------------------------
+// cargo-deb, for `cargo xtask deb` and the package test.
+
+fn cargo_deb(report: &mut Report) -> Result<()> {
+    // `cargo-deb --version` prints `cargo-deb 3.8.0`.
+    let found = find_on_path("cargo-deb").and_then(|path| {
+        let out = cmd(&path.to_string_lossy()).arg("--version").read().ok()?;
+        out.split_whitespace().last().map(str::to_owned)
+    });
+    if let Some(version) = found.as_deref().filter(|v| v.starts_with("3.")) {
+        report.present.push(format!("cargo-deb {version}"));
+        return Ok(());
+    }
+    let by_hand =
+        format!("by hand: cargo install cargo-deb --version {CARGO_DEB_VERSION} --locked");
+    eprintln!(
+        "setup: cargo-deb {}; building {CARGO_DEB_VERSION} (about two minutes)",
+        found.map_or("not found".to_owned(), |v| format!("{v} is not 3.x"))
+    );
+    cmd("cargo")
+        .args([
+            "install",
+            "cargo-deb",
+            "--version",
+            CARGO_DEB_VERSION,
+            "--locked",
+            "--force",
+        ])
+        .current_dir("/")
+        .run()
+        .with_context(|| format!("building cargo-deb failed (needs crates.io); {by_hand}"))?;
+    report
+        .installed
+        .push(format!("cargo-deb {CARGO_DEB_VERSION}"));
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------

@@ -8,10 +8,11 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::Parser as _;
 use futures::StreamExt as _;
 use lb_userspace::{
     agent::Agent,
+    cli::lbd::{Args, LogFormat},
     config,
     control::{self, Command, HealthReport, Response},
     dataplane::{Dataplane, LoadOptions},
@@ -27,48 +28,6 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 use tracing::{error, info, warn};
-
-/// The XDP load-balancer agent.
-///
-/// Reads the TOML config, loads and attaches the XDP program to `agent.interface`,
-/// keeps backend MACs current from the kernel's neighbour table, and answers `lbctl`
-/// on `agent.control_socket`. With `[[vrrp]]` instances, the program is attached and the
-/// virtual addresses held only while this node is master of at least one of them.
-/// SIGTERM or SIGINT hands mastership over (priority-0 adverts), detaches the program,
-/// removes its pins and exits 0. SIGUSR2 exits at once leaving the program attached, the
-/// maps pinned and the virtual addresses in place, for the next lbd (an upgrade) to adopt;
-/// so does a crash.
-///
-/// Examples:
-///   lbd --config /etc/lbd/lb.toml
-///   lbd --config lb.toml --check        # validate only
-///   lbd --config lb.toml --cleanup      # uninstall: detach, remove pins and VRRP addresses
-///   RUST_LOG=debug lbd --config lb.toml
-///   lbd --config lb.toml --log-format json   # one JSON object per line
-#[derive(Parser)]
-#[command(version, verbatim_doc_comment)]
-struct Args {
-    /// Path of the TOML configuration (reference: docs/config.md).
-    #[arg(short, long, default_value = "/etc/lbd/lb.toml")]
-    config: PathBuf,
-    /// Validate the configuration, print the result and exit (2 if invalid).
-    #[arg(long)]
-    check: bool,
-    /// Log lines for people (default) or one JSON object per line, for log collectors.
-    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
-    log_format: LogFormat,
-    /// Remove what lbd leaves behind after a crash or SIGUSR2: detach the program, remove
-    /// every pin under agent.pin_dir and the VRRP instances' addresses. Refused while an
-    /// lbd serves the control socket. Running it twice is harmless.
-    #[arg(long, conflicts_with = "check")]
-    cleanup: bool,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Human,
-    Json,
-}
 
 /// An alternative XDP object to load instead of the embedded one (testing upgrades,
 /// running a custom build of the program).
@@ -101,6 +60,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
+    lb_userspace::privilege::warn_missing(!config.vrrp.is_empty());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -198,6 +158,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
               links = ?adoption.links, program_changed = ?adoption.program_changed,
               "adopted the previous run's pinned maps and links");
     }
+    let socket_group = config.agent.control_group.clone();
     let (health_runner, health, mut transitions) = HealthRunner::new(SchedulerConfig::default());
     tokio::spawn(health_runner.run());
     let keep_attached = config.agent.xdp_on_backup == config::XdpOnBackup::Attached;
@@ -231,7 +192,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
             .await?;
     }
 
-    let listener = bind_control(&socket_path)?;
+    let listener = bind_control(&socket_path, socket_group.as_deref())?;
     let (requests_tx, mut requests) = mpsc::channel::<Pending>(64);
     let (scrapes_tx, mut scrapes) = mpsc::channel::<metrics::http::Scrape>(16);
     if let Some((addr, l)) = metrics_listener {
@@ -508,17 +469,20 @@ async fn refresh_neighbours(netlink: &Netlink, agent: &mut Agent) -> anyhow::Res
     Ok(())
 }
 
-fn bind_control(path: &std::path::Path) -> anyhow::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt as _;
+fn bind_control(path: &std::path::Path, group: Option<&str>) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "creating {} (without root it must exist and be lbd's: RuntimeDirectory= in lbd.service)",
+                dir.display()
+            )
+        })?;
     }
     refuse_if_serving(path)?;
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)
         .with_context(|| format!("binding the control socket {}", path.display()))?;
-    // Control is root's business: owner read/write only.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    control::restrict_socket(path, group)?;
     Ok(listener)
 }
 

@@ -147,6 +147,38 @@ fn the_shipped_example_is_valid() {
 }
 
 #[test]
+fn the_packaged_etc_config_is_valid() {
+    let c = parse(include_str!("../../../dist/lb.toml")).unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(
+        c.agent.control_socket,
+        PathBuf::from(DEFAULT_CONTROL_SOCKET)
+    );
+    assert!(!c.vips.is_empty());
+}
+
+#[test]
+fn control_group_is_a_group_name_or_absent() {
+    assert_eq!(parse(GOOD).unwrap().agent.control_group, None);
+    for bad in [
+        "",
+        "a b",
+        "adm:x",
+        "-x",
+        "a/b",
+        "g,h",
+        "a-name-far-longer-than-thirty-two-chars",
+    ] {
+        let text = format!("[agent]\ninterface = \"eth0\"\ncontrol_group = {bad:?}\n");
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{bad:?}: {e:?}");
+        assert!(
+            e[0].starts_with("3:17 agent.control_group: ") && e[0].contains("is not a group name"),
+            "{bad:?}: {e:?}"
+        );
+    }
+}
+
+#[test]
 fn every_key_is_documented() {
     let doc = include_str!("../../../docs/config.md");
     for key in [
@@ -155,6 +187,7 @@ fn every_key_is_documented() {
         "hash_seed",
         "control_socket",
         "pin_dir",
+        "control_group",
         "table_capacity",
         "flow_table_size",
         "tcp_idle_timeout",
@@ -220,7 +253,7 @@ fn every_key_is_documented() {
 
 #[test]
 fn a_config_round_trips_through_toml() {
-    let text = "[agent]\ninterface = \"eth1\"\nxdp_mode = \"generic\"\nhash_seed = 9\ncontrol_socket = \"/tmp/x.sock\"\n\
+    let text = "[agent]\ninterface = \"eth1\"\nxdp_mode = \"generic\"\nhash_seed = 9\ncontrol_socket = \"/tmp/x.sock\"\ncontrol_group = \"lbadmin\"\n\
                 table_capacity = 200000\nflow_table_size = 1000\ntcp_idle_timeout = \"15m\"\nudp_idle_timeout = \"30s\"\n\
                 [[vip]]\nname = \"web\"\naddress = \"10.0.0.1\"\nport = 443\nprotocol = \"tcp\"\ntable_size = 7\nsource_affinity = true\n\
                 [[vip.backend]]\naddress = \"10.0.0.2\"\nweight = 3\ndrain = true\n\
@@ -229,6 +262,7 @@ fn a_config_round_trips_through_toml() {
                 [[vip.backend]]\naddress = \"2001:db8:1::21\"\nport = 8080\n\
                 [[vip.backend]]\naddress = \"2001:db8:1::22\"\n";
     let c = parse(text).unwrap();
+    assert_eq!(c.agent.control_group.as_deref(), Some("lbadmin"));
     assert_eq!(c.vips[2].mode, ForwardingMode::Nat);
     assert_eq!(
         (
