@@ -211,7 +211,7 @@ impl Dataplane {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(object).context(
-            "loading the XDP object into the kernel (needs root or CAP_BPF+CAP_NET_ADMIN)",
+            "loading the XDP object into the kernel (needs root, or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN: see docs/operations.md)",
         )?;
         let prog: &mut Xdp = program(&mut ebpf)?;
         prog.load().map_err(verifier_error)?;
