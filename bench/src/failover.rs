@@ -4,7 +4,8 @@
 //! A lab with two LB nodes and two backends; the client probes the VIP over UDP every
 //! 10 ms (a fresh socket per probe, probes overlapping, so a gap is measured to 10 ms even
 //! while nothing answers). Node A (priority 255: master at once) serves, node B (priority
-//! 100) is backup. Then A crashes (kill -9) or stops gracefully (SIGTERM), and the gap is
+//! 100) is backup. Then A crashes (kill -9, and its link goes down: a dead machine takes its
+//! data plane with it, and lbd's pinned program outlives lbd) or stops gracefully (SIGTERM), and the gap is
 //! the time from the last probe answered before to the first answered after. Each case is
 //! run `runs` times on a fresh pair of processes; min, median, max.
 //!
@@ -242,6 +243,8 @@ struct Run {
 
 /// One failover.
 fn failover(lab: &Lab, imp: Implementation, interval: Duration, event: Event) -> Result<Run> {
+    // Back on the network after a previous run's crash.
+    lb_tests::netns::ip(&lab.lb_nodes()[0].ns, &["link", "set", "eth0", "up"])?;
     let sniffer = Sniffer::start(lab.bridge_ns())?;
     let mut a = start(lab, imp, 0, 255, interval, 1)?;
     wait_state(&a, true, Duration::from_secs(5))?;
@@ -252,7 +255,13 @@ fn failover(lab: &Lab, imp: Implementation, interval: Duration, event: Event) ->
     let prober = Prober::start(&lab.client().ns, lab.vip(), PROBE_EVERY, PROBE_TIMEOUT);
     std::thread::sleep(Duration::from_millis(300));
     match event {
-        Event::Crash => a.crash()?,
+        Event::Crash => {
+            a.crash()?;
+            // A node that dies takes its data plane with it. lbd's program outlives lbd
+            // (pinned, for hitless restarts), so killing the processes alone would leave A
+            // forwarding for the VIP: its link goes down as the machine's would.
+            lb_tests::netns::ip(&lab.lb_nodes()[0].ns, &["link", "set", "eth0", "down"])?;
+        }
         Event::Graceful => a.terminate()?,
     }
     wait_state(
