@@ -1,7 +1,8 @@
 //! The load balancer at work, in a namespace lab: a client opens TCP connections and UDP
 //! flows to the VIP, the XDP program on the balancer spreads them over the backends, the
 //! backends answer the client directly. Two balancers run lbd with VRRP: the master holds
-//! the VIP and forwards; then the master is killed (kill -9), the backup takes over, and the
+//! the VIP and forwards; then the master node dies (lbd killed with kill -9, its program gone with it),
+//! the backup takes over, and the
 //! same traffic flows through it. Prints who served what, from the client's and the
 //! programs' point of view, and the service gap a client probing every 10 ms saw, then
 //! removes the lab.
@@ -177,7 +178,7 @@ fn run(args: &Args) -> Result<()> {
     print_failures("UDP flow", &udp);
 
     println!(
-        "\nkill -9 of lbd on {} while the client probes the VIP every 10 ms ...",
+        "\nthe master {} dies (kill -9 of lbd, its program gone with it) while the client probes the VIP every 10 ms ...",
         a.role
     );
     let prober = vrrp::Prober::start(
@@ -189,12 +190,15 @@ fn run(args: &Args) -> Result<()> {
     std::thread::sleep(Duration::from_millis(300));
     let killed = Instant::now();
     lbd_a.kill()?;
+    // lbd's program is pinned and outlives lbd (a restarted lbd takes over without a gap);
+    // a dead machine takes its data plane with it.
+    lb_userspace::dataplane::cleanup(&lab.pin_dir(0))?;
     let status = vrrp::wait_lbd_state(lbd_b.socket(), "master", Duration::from_secs(2))?;
     let took = vrrp::last_change(&status, Instant::now()).saturating_duration_since(killed);
     std::thread::sleep(Duration::from_millis(300));
     let probes = prober.finish()?;
     println!(
-        "lbd on {} became master {took:.0?} after the kill (3 advert intervals + Skew_Time after the \
+        "lbd on {} became master {took:.0?} after the crash (3 advert intervals + Skew_Time after the \
          master's last advert: 360.9 ms); the client's longest gap: {:.0?} ({} of {} probes unanswered)",
         b.role,
         probes.longest_gap(),
