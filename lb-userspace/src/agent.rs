@@ -657,7 +657,7 @@ impl Agent {
             self.states.insert(id, t.to);
         }
         let written = self.sync_vip(&v, self.config.agent.hash_seed)?;
-        if self.vips_without_backend().contains(&v.config.name) {
+        if !self.has_usable_backend(&v) {
             warn!(vip = %v.config.name, all_down = %v.config.all_down,
                   "no backend of this VIP is usable: its packets follow its all_down policy");
         }
@@ -670,17 +670,18 @@ impl Agent {
     pub fn vips_without_backend(&self) -> HashSet<String> {
         self.vips
             .iter()
-            .filter(|v| {
-                !v.config
-                    .backends
-                    .iter()
-                    .zip(&v.backend_ids)
-                    .any(|(b, &id)| {
-                        self.state_of(id) == HealthState::Up && b.effective_weight() > 0
-                    })
-            })
+            .filter(|v| !self.has_usable_backend(v))
             .map(|v| v.config.name.clone())
             .collect()
+    }
+
+    /// Whether some backend of `v` is up with a weight above 0.
+    fn has_usable_backend(&self, v: &VipState) -> bool {
+        v.config
+            .backends
+            .iter()
+            .zip(&v.backend_ids)
+            .any(|(b, &id)| self.state_of(id) == HealthState::Up && b.effective_weight() > 0)
     }
 
     /// The backend id for `address` in VIP `vip` (name or ADDRESS:PORT/PROTOCOL), and

@@ -364,6 +364,19 @@ impl Model {
         }) as usize]
     }
 
+    /// DR: `f` unchanged but for its MACs, sent back out of `ingress` to the backend's `mac`.
+    fn dr_forward(&self, f: &[u8], mac: [u8; 6], ingress: u32, kind: Kind) -> Expect {
+        let mut bytes = f.to_vec();
+        bytes[..6].copy_from_slice(&mac);
+        bytes[6..12].copy_from_slice(&self.iface_mac(ingress));
+        Expect::Send {
+            verdict: Verdict::Tx,
+            bytes,
+            checks: vec![],
+            kind,
+        }
+    }
+
     fn classify(&mut self, f: &[u8], ingress: u32) -> Expect {
         let Some(ip) = parse_ip(f) else {
             return Expect::Pass;
@@ -385,15 +398,7 @@ impl Model {
         match self.dr_vip(ip.dst, dport, ip.proto) {
             Some(Ok(())) => {
                 let mac = self.dr_mac(ip.src, sport, ip.dst, dport, ip.proto);
-                let mut bytes = f.to_vec();
-                bytes[..6].copy_from_slice(&mac);
-                bytes[6..12].copy_from_slice(&self.iface_mac(ingress));
-                return Expect::Send {
-                    verdict: Verdict::Tx,
-                    bytes,
-                    checks: vec![],
-                    kind: Kind::Dr,
-                };
+                return self.dr_forward(f, mac, ingress, Kind::Dr);
             }
             Some(Err(())) => return Expect::Drop,
             None => {}
@@ -560,15 +565,7 @@ impl Model {
         match self.dr_vip(qs, qsport, qproto) {
             Some(Ok(())) => {
                 let mac = self.dr_mac(qd, qdport, qs, qsport, qproto);
-                let mut bytes = f.to_vec();
-                bytes[..6].copy_from_slice(&mac);
-                bytes[6..12].copy_from_slice(&self.iface_mac(ingress));
-                return Expect::Send {
-                    verdict: Verdict::Tx,
-                    bytes,
-                    checks: vec![],
-                    kind: Kind::IcmpDr,
-                };
+                return self.dr_forward(f, mac, ingress, Kind::IcmpDr);
             }
             // UDP/53 has no backend (left to the kernel); TCP/8080's backend has no MAC.
             Some(Err(())) if qproto == 17 => return Expect::Pass,

@@ -208,6 +208,8 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
 
     let mut leave = false;
     let outcome = loop {
+        // Whether this event may have changed which VIPs have a usable backend.
+        let mut backends_changed = false;
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM received, shutting down"); break Ok(()); }
             _ = sigint.recv() => { info!("SIGINT received, shutting down"); break Ok(()); }
@@ -223,6 +225,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
             _ = sighup.recv() => {
                 // Logged by reload, success or refusal, with its trigger.
                 let _ = agent.reload("SIGHUP");
+                backends_changed = true;
                 poke_unresolved(&netlink, &agent).await;
             }
             () = vrrp.wait(), if !vrrp.is_empty() => {
@@ -243,6 +246,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
                     other => agent.handle(&other),
                 };
                 let _ = reply.send(response);
+                backends_changed = true;
                 poke_unresolved(&netlink, &agent).await;
             }
             Some(scrape) = scrapes.recv() => {
@@ -250,6 +254,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
             }
             Some(transition) = transitions.recv() => {
                 if let Err(e) = agent.on_health(&transition) { break Err(e); }
+                backends_changed = true;
             }
             Some(event) = neighbour_events.next() => {
                 if let Err(e) = on_neighbour_event(&netlink, &mut agent, event).await {
@@ -262,9 +267,10 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
                 }
             }
         }
-        // Health changes, edits and reloads all may leave a VIP without backends (or give
-        // it some back); checking after every event keeps that in one place.
-        if vrrp.tracks_vips() {
+        // Health changes, edits and reloads may leave a VIP without backends (or give it
+        // some back): one place follows them all. VRRP and neighbour events cannot, and VRRP
+        // wakes every advert interval, so they do not pay for the walk over every VIP.
+        if backends_changed && vrrp.tracks_vips() {
             if let Err(e) = vrrp.track(&agent.vips_without_backend(), &mut agent).await {
                 break Err(e);
             }

@@ -106,6 +106,14 @@ impl Instance {
     fn name(&self) -> &str {
         &self.cfg.name
     }
+
+    /// The prefix length `addr` is configured with (a host route's when not written).
+    fn prefix_len(&self, addr: IpAddr) -> u8 {
+        self.prefix_lens
+            .get(&addr)
+            .copied()
+            .unwrap_or(if addr.is_ipv4() { 32 } else { 128 })
+    }
 }
 
 /// Every configured VRRP instance of this node.
@@ -373,9 +381,7 @@ impl Vrrp {
             changed = true;
         }
         if changed {
-            self.act(now, serving).await?;
-            self.prepare(Instant::now(), serving)?;
-            self.rearm()?;
+            self.settle(now, serving).await?;
         }
         Ok(())
     }
@@ -412,9 +418,7 @@ impl Vrrp {
             inst.suspect_at =
                 (inst.machine.state() == State::Backup).then(|| suspect_after(&inst.machine, now));
         }
-        self.act(now, serving).await?;
-        self.prepare(now, serving)?;
-        self.rearm()
+        self.settle(now, serving).await
     }
 
     /// Resolves when a packet may be waiting or a timer is due. Cancel-safe: it only
@@ -449,6 +453,12 @@ impl Vrrp {
             }
         }
         self.timer.clear();
+        self.settle(now, serving).await
+    }
+
+    /// After the machines were driven at `now`: carries out their actions, attaches or
+    /// detaches early as the instances now want, and arms the timer for the next deadline.
+    async fn settle(&mut self, now: Instant, serving: &mut dyn Serving) -> anyhow::Result<()> {
         self.act(now, serving).await?;
         self.prepare(Instant::now(), serving)?;
         self.rearm()
@@ -763,11 +773,7 @@ impl Vrrp {
             Action::AddVips(addrs) => {
                 let inst = &self.instances[i];
                 for addr in addrs {
-                    let len = inst
-                        .prefix_lens
-                        .get(&addr)
-                        .copied()
-                        .unwrap_or(if addr.is_ipv4() { 32 } else { 128 });
+                    let len = inst.prefix_len(addr);
                     if let Err(e) = self.netlink.add_address(inst.ifindex, addr, len).await {
                         error!(instance = %inst.name(), "{e:#}");
                     }
@@ -780,11 +786,7 @@ impl Vrrp {
             Action::RemoveVips(addrs) => {
                 let inst = &self.instances[i];
                 for addr in addrs {
-                    let len = inst
-                        .prefix_lens
-                        .get(&addr)
-                        .copied()
-                        .unwrap_or(if addr.is_ipv4() { 32 } else { 128 });
+                    let len = inst.prefix_len(addr);
                     match self.netlink.remove_address(inst.ifindex, addr, len).await {
                         Ok(true) => {
                             info!(instance = %inst.name(), address = %addr, "virtual address removed")
