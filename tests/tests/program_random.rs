@@ -364,6 +364,17 @@ impl Model {
         }) as usize]
     }
 
+    /// Packets the program counted, under any reason.
+    fn packets_counted(&self) -> u64 {
+        self.tables
+            .dp
+            .reason_counters()
+            .unwrap()
+            .iter()
+            .map(|(_, c)| c.packets)
+            .sum()
+    }
+
     /// DR: `f` unchanged but for its MACs, sent back out of `ingress` to the backend's `mac`.
     fn dr_forward(&self, f: &[u8], mac: [u8; 6], ingress: u32, kind: Kind) -> Expect {
         let mut bytes = f.to_vec();
@@ -857,14 +868,7 @@ fn random_and_mutated_frames_are_passed_untouched_or_sent_only_where_they_belong
         nat: HashMap::new(),
         routable: [Vec::new(), Vec::new()],
     };
-    let before: u64 = m
-        .tables
-        .dp
-        .reason_counters()
-        .unwrap()
-        .iter()
-        .map(|(_, c)| c.packets)
-        .sum();
+    let before = m.packets_counted();
     let (mut passed, mut dropped) = (0usize, 0usize);
     let mut sent: HashMap<Kind, usize> = HashMap::new();
     for n in 0..FRAMES {
@@ -930,14 +934,7 @@ fn random_and_mutated_frames_are_passed_untouched_or_sent_only_where_they_belong
             }
         }
     }
-    let after: u64 = m
-        .tables
-        .dp
-        .reason_counters()
-        .unwrap()
-        .iter()
-        .map(|(_, c)| c.packets)
-        .sum();
+    let after = m.packets_counted();
     assert_eq!(
         after - before,
         FRAMES as u64,
