@@ -39,6 +39,55 @@ pub struct FlowEntry {
 }
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 16);
 
+/// Default slots per CPU of `FLOW_CACHE` (64 bytes each, so 1 MiB per CPU).
+pub const DEFAULT_FLOW_CACHE_SLOTS: u32 = 1 << 14;
+
+/// How long a flow-cache entry stands for the flow table without asking it: its idle
+/// timeout and LRU position are refreshed this often (or at the flow's idle timeout, if
+/// shorter), not at every packet.
+pub const FLOW_CACHE_REFRESH_NS: u64 = 1_000_000_000;
+
+/// Value of `FLOW_CACHE`, a per-CPU direct-mapped cache in front of `FLOWS` for DR flows:
+/// slot [`flow_cache_slot`] of the wire 5-tuple. A packet whose tuple sits in its slot,
+/// of the current epoch and fresh, is forwarded to the cached backend with no hash-map
+/// lookup at all; any other packet takes the full path, which refills the slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowCacheEntry {
+    /// The tuple as on the wire (with source affinity too: the entry caches what the
+    /// client's entry in `FLOWS` says for this connection).
+    pub key: FlowKey,
+    pub backend_id: u32,
+    pub vip_id: u32,
+    /// `bpf_ktime_get_coarse_ns()` when the full path filled the entry.
+    pub filled_ns: u64,
+    /// `Settings::flow_cache_epoch` when it was filled.
+    pub epoch: u32,
+    /// 1 when `FLOWS` holds the flow. 0 for a SYN's entry: a connection is pinned in the
+    /// cache of the CPU that saw its SYN and enters the shared table with its next
+    /// packet, so SYNs that are never answered (scans, floods) never evict an
+    /// established flow from `FLOWS`.
+    pub shared: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowCacheEntry>() == 64);
+
+/// The `FLOW_CACHE` slot of `key`: its words folded into one (no two tuples that differ
+/// in the source address's last byte and the source port alone fold alike), then
+/// MurmurHash3's finaliser, masked. Cheaper than [`flow_hash`]; a collision only costs
+/// the full path.
+#[inline(always)]
+pub fn flow_cache_slot(key: &FlowKey, mask: u32) -> u32 {
+    let ports = (key.sport_be as u32) | (key.dport_be as u32) << 16;
+    let dst = key.dst[0] ^ key.dst[1] ^ key.dst[2] ^ key.dst[3];
+    let mut h = key.src[0] ^ key.src[1] ^ key.src[2] ^ key.src[3];
+    h ^= dst.rotate_left(16) ^ ports.wrapping_mul(0x9e37_79b1) ^ key.proto as u32;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    (h ^ (h >> 16)) & mask
+}
+
 #[inline(always)]
 fn mix(h: u32, word: u32) -> u32 {
     let k = word

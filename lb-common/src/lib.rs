@@ -31,6 +31,7 @@ impl_pod!(
     backend::Backend,
     flow::FlowKey,
     flow::FlowEntry,
+    flow::FlowCacheEntry,
     iface::IfaceInfo,
     iface::IfaceSlot,
     nat::NatEntry,

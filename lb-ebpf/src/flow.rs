@@ -71,17 +71,24 @@ fn hashed(key: &FlowKey, vip: &VipInfo, seed: u32) -> Option<u32> {
 
 /// Picks the backend id for `pkt`: the pinned one if the flow is known, its backend still
 /// exists and the entry is fresh; otherwise the lookup table's choice, which is then
-/// pinned. `None` when the VIP has no backend.
+/// pinned, except for a SYN when `syn_in_cache` (DR: the flow cache pins it on this CPU
+/// until the connection's next packet). Also says whether `FLOWS` holds the flow. `None`
+/// when the VIP has no backend.
 #[inline(always)]
-pub fn backend_for(pkt: &Parsed, vip: &VipInfo) -> Option<u32> {
+pub fn backend_for(
+    pkt: &Parsed,
+    vip: &VipInfo,
+    now: u64,
+    syn_in_cache: bool,
+) -> Option<(u32, bool)> {
     let affinity = vip.flags & VIP_F_SOURCE_AFFINITY != 0;
     let key = key_of(&pkt.flow, vip);
     let (seed, idle_ns) = settings(pkt.flow.proto);
-    let now = now();
 
     // A new SYN on a known tuple is a new connection (port reuse): balance it afresh.
     // With affinity the point is to stick, so a SYN keeps the client's entry.
-    if !pkt.is_syn() || affinity {
+    let fresh_syn = pkt.is_syn() && !affinity;
+    if !fresh_syn {
         if let Some(entry) = FLOWS.get_ptr_mut(key) {
             // SAFETY: the pointer comes from the lookup; a concurrent update of the same
             // entry by another CPU writes the same fields with equally valid values.
@@ -95,13 +102,16 @@ pub fn backend_for(pkt: &Parsed, vip: &VipInfo) -> Option<u32> {
                 if e.last_seen_ns != now {
                     e.last_seen_ns = now;
                 }
-                return Some(e.backend_id);
+                return Some((e.backend_id, true));
             }
         }
     }
 
     stats::count_hashed();
     let id = hashed(&key, vip, seed)?;
+    if fresh_syn && syn_in_cache {
+        return Some((id, false));
+    }
     // A full table evicts its least recently used entry; failing to pin only means the
     // next packet is hashed again, to the same backend while the set is unchanged.
     let _ = FLOWS.insert(
@@ -113,7 +123,7 @@ pub fn backend_for(pkt: &Parsed, vip: &VipInfo) -> Option<u32> {
         },
         0,
     );
-    Some(id)
+    Some((id, true))
 }
 
 /// The backend `flow` (client → VIP) is pinned to, or else the lookup table's choice,

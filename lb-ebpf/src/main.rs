@@ -9,6 +9,7 @@ mod csum;
 mod dr;
 mod fib;
 mod flow;
+mod flow_cache;
 mod icmp;
 mod maps;
 mod nat;
@@ -17,7 +18,8 @@ mod stats;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use lb_common::{
-    backend::BACKEND_F_MAC_VALID,
+    backend::{Backend, BACKEND_F_MAC_VALID},
+    iface::IfaceInfo,
     stats::Reason,
     vip::{VipInfo, MODE_DR, MODE_NAT},
 };
@@ -97,10 +99,18 @@ fn balance(ctx: &XdpContext, bytes: u64) -> Reason {
 /// A TCP or UDP packet: to a VIP (DR or NAT), a NAT backend's reply, or neither.
 #[inline(always)]
 fn transport(ctx: &XdpContext, pkt: &Parsed, bytes: u64) -> Reason {
-    let key = maps::vip_key(pkt.flow.dst, pkt.flow.dport_be, pkt.flow.proto);
     // Most of what a node receives is for no VIP; the address filter says so cheaper than
     // the hash lookup of the key would.
-    let vip = if maps::may_be_vip(&pkt.flow.dst) {
+    let may_be_vip = maps::may_be_vip(&pkt.flow.dst);
+    let mut now = 0;
+    if may_be_vip {
+        now = flow::now();
+        if let Some(hit) = flow_cache::lookup(pkt, now) {
+            return cached(ctx, hit, bytes);
+        }
+    }
+    let key = maps::vip_key(pkt.flow.dst, pkt.flow.dport_be, pkt.flow.proto);
+    let vip = if may_be_vip {
         // SAFETY: VIPS entries are only replaced whole by the agent; a racing update
         // yields the old or the new VIP, both valid.
         unsafe { VIPS.get(key) }
@@ -115,30 +125,51 @@ fn transport(ctx: &XdpContext, pkt: &Parsed, bytes: u64) -> Reason {
         return nat::reply(ctx, pkt).unwrap_or_else(|mtu| icmp::send_too_big(ctx, pkt, mtu));
     };
     match vip.mode {
-        MODE_DR => direct_return(ctx, pkt, vip, bytes),
+        MODE_DR => direct_return(ctx, pkt, vip, now, bytes),
         MODE_NAT => nat::forward(ctx, pkt, &key, vip)
             .unwrap_or_else(|mtu| icmp::send_too_big(ctx, pkt, mtu)),
         _ => Reason::PassNotVip,
     }
 }
 
+/// DR for a flow this CPU's flow cache knows.
+#[inline(never)]
+fn cached(ctx: &XdpContext, hit: flow_cache::Hit, bytes: u64) -> Reason {
+    let Some(iface) = maps::iface(ctx.ingress_ifindex() as u32) else {
+        return Reason::PassUnknownIface;
+    };
+    stats::count_vip(hit.vip_id, bytes);
+    send_to(ctx, iface, hit.backend_id, hit.backend, bytes)
+}
+
 /// DR: the frame goes to the backend's MAC, out of the interface it came in on.
 // Each path is a BPF subprogram of its own: inlined together, their locals exceed the
 // 512-byte stack.
 #[inline(never)]
-fn direct_return(ctx: &XdpContext, pkt: &Parsed, vip: &VipInfo, bytes: u64) -> Reason {
-    let ifindex = ctx.ingress_ifindex() as u32;
-    let Some(iface) = maps::iface(ifindex) else {
+fn direct_return(ctx: &XdpContext, pkt: &Parsed, vip: &VipInfo, now: u64, bytes: u64) -> Reason {
+    let Some(iface) = maps::iface(ctx.ingress_ifindex() as u32) else {
         return Reason::PassUnknownIface;
     };
     stats::count_vip(vip.id, bytes);
-
-    let Some(backend_id) = flow::backend_for(pkt, vip) else {
+    let Some((backend_id, shared)) = flow::backend_for(pkt, vip, now, true) else {
         return flow::no_backend(vip);
     };
     let Some(backend) = flow::backend(backend_id) else {
         return flow::no_backend(vip);
     };
+    flow_cache::fill(pkt, vip.id, backend_id, now, shared);
+    send_to(ctx, iface, backend_id, backend, bytes)
+}
+
+/// The end of both DR paths: to the backend's MAC, from ours.
+#[inline(always)]
+fn send_to(
+    ctx: &XdpContext,
+    iface: &IfaceInfo,
+    backend_id: u32,
+    backend: &Backend,
+    bytes: u64,
+) -> Reason {
     if backend.flags & BACKEND_F_MAC_VALID == 0 {
         return Reason::DropMacUnresolved;
     }

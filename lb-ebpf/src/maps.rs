@@ -9,7 +9,7 @@ use aya_ebpf::{
 use lb_common::{
     addr::Addr,
     backend::{Backend, DEFAULT_TABLE_CAPACITY, MAX_BACKENDS},
-    flow::{FlowEntry, FlowKey, DEFAULT_FLOW_CAPACITY},
+    flow::{FlowCacheEntry, FlowEntry, FlowKey, DEFAULT_FLOW_CACHE_SLOTS, DEFAULT_FLOW_CAPACITY},
     iface::{IfaceInfo, IfaceSlot, IFACE_CACHE_SLOTS, MAX_IFACES},
     nat::{NatEntry, DEFAULT_NAT_CAPACITY},
     settings::Settings,
@@ -43,6 +43,16 @@ pub static BACKEND_TABLE: Array<u32> =
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowEntry> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, 0);
+
+/// Per CPU: the flow cache in front of `FLOWS` (see `lb_common::flow::FlowCacheEntry`).
+/// The agent sizes it at load and tells the program the size (`Settings::flow_cache_mask`).
+/// A connection's SYN is pinned here alone, on its CPU, until the connection's next packet
+/// puts it into `FLOWS`: should that packet arrive on another CPU (no RSS, or its
+/// indirection changed) while the lookup table changed between the two packets, the
+/// handshake lands on the new backend, which resets it, and the client retries.
+#[map]
+pub static FLOW_CACHE: PerCpuArray<FlowCacheEntry> =
+    PerCpuArray::with_max_entries(DEFAULT_FLOW_CACHE_SLOTS, 0);
 
 /// NAT connections by reply tuple → the VIP their replies must come from (see
 /// `lb_common::nat`, also for what happens when it is full). The agent sizes it at load.

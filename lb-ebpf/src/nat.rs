@@ -148,7 +148,7 @@ pub fn forward(
 ) -> Result<Reason, u16> {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     stats::count_vip(vip.id, bytes);
-    let Some(backend_id) = flow::backend_for(pkt, vip) else {
+    let Some((backend_id, _)) = flow::backend_for(pkt, vip, flow::now(), false) else {
         return Ok(flow::no_backend(vip));
     };
     let Some(backend) = flow::backend(backend_id) else {

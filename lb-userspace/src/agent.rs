@@ -565,9 +565,9 @@ impl Agent {
         let a = &self.config.agent;
         self.dp.set_settings(Settings {
             hash_seed: a.hash_seed,
-            _pad: 0,
             tcp_idle_ns: a.tcp_idle_timeout.as_nanos().min(u64::MAX as u128) as u64,
             udp_idle_ns: a.udp_idle_timeout.as_nanos().min(u64::MAX as u128) as u64,
+            ..Settings::default()
         })
     }
 
@@ -1142,6 +1142,10 @@ fn check_live_agent_keys(old: &AgentConfig, new: &AgentConfig) -> anyhow::Result
         (
             "flow_table_size",
             old.flow_table_size != new.flow_table_size,
+        ),
+        (
+            "flow_cache_size",
+            old.flow_cache_size != new.flow_cache_size,
         ),
         ("xdp_on_backup", old.xdp_on_backup != new.xdp_on_backup),
         ("nat_interfaces", old.nat_interfaces != new.nat_interfaces),

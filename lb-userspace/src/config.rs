@@ -16,12 +16,15 @@ use std::{
 use crate::health::HealthCheckConfig;
 use lb_common::{
     backend::{DEFAULT_TABLE_CAPACITY, MAX_BACKENDS},
-    flow::DEFAULT_FLOW_CAPACITY,
+    flow::{DEFAULT_FLOW_CACHE_SLOTS, DEFAULT_FLOW_CAPACITY},
     vip::MAX_VIPS,
 };
 use serde::{Deserialize, Serialize};
 use serde_spanned::Spanned;
 pub use vrrp::{VrrpAddress, VrrpConfig};
+
+/// Upper bound of `agent.flow_cache_size`: 64 MiB per CPU.
+const MAX_FLOW_CACHE_SLOTS: u32 = 1 << 20;
 
 /// Default control socket path.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/lbd/lbd.sock";
@@ -161,6 +164,8 @@ pub struct AgentConfig {
     pub control_group: Option<String>,
     pub table_capacity: u32,
     pub flow_table_size: u32,
+    /// Slots per CPU of the flow cache in front of the flow table (a power of two).
+    pub flow_cache_size: u32,
     #[serde(with = "humantime_serde")]
     pub tcp_idle_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -249,6 +254,8 @@ struct RawAgent {
     table_capacity: Option<Spanned<u32>>,
     #[serde(default)]
     flow_table_size: Option<Spanned<u32>>,
+    #[serde(default)]
+    flow_cache_size: Option<Spanned<u32>>,
     #[serde(default, with = "humantime_serde")]
     tcp_idle_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
@@ -473,6 +480,20 @@ impl Validator<'_> {
                 }
                 Some(f) => *f.get_ref(),
                 None => DEFAULT_FLOW_CAPACITY,
+            },
+            flow_cache_size: match &raw_agent.flow_cache_size {
+                Some(f) if !f.get_ref().is_power_of_two() || *f.get_ref() > MAX_FLOW_CACHE_SLOTS => {
+                    let n = *f.get_ref();
+                    let below = if n == 0 { 1 } else { 1u32 << (31 - n.leading_zeros()) };
+                    self.error(
+                        f.span(),
+                        "agent.flow_cache_size",
+                        format!("must be a power of two from 1 to {MAX_FLOW_CACHE_SLOTS} (slots per CPU, 64 bytes each), e.g. {}", below.min(MAX_FLOW_CACHE_SLOTS)),
+                    );
+                    DEFAULT_FLOW_CACHE_SLOTS
+                }
+                Some(f) => *f.get_ref(),
+                None => DEFAULT_FLOW_CACHE_SLOTS,
             },
             tcp_idle_timeout: raw_agent.tcp_idle_timeout.unwrap_or(DEFAULT_TCP_IDLE),
             udp_idle_timeout: raw_agent.udp_idle_timeout.unwrap_or(DEFAULT_UDP_IDLE),

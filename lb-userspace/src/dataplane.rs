@@ -20,8 +20,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    backend::Backend,
-    flow::{FlowEntry, FlowKey},
+    backend::{Backend, BACKEND_F_PRESENT},
+    flow::{FlowEntry, FlowKey, DEFAULT_FLOW_CACHE_SLOTS},
     iface::{IfaceInfo, IfaceSlot, IFACE_CACHE_SLOTS},
     nat::NatEntry,
     settings::Settings,
@@ -72,6 +72,10 @@ pub struct Dataplane {
     adoption: Adoption,
     /// Map entries and table slots written (only differences are written).
     writes: u64,
+    /// `Settings::flow_cache_epoch` and `flow_cache_mask`, which `set_settings` adds to
+    /// whatever settings it is given.
+    flow_cache_epoch: u32,
+    flow_cache_mask: u32,
 }
 
 /// The program attached to one interface.
@@ -98,6 +102,9 @@ pub struct LoadOptions<'a> {
     /// pinned link on one of them is taken over; links elsewhere are detached.
     pub ifindex: u32,
     pub also: &'a [u32],
+    /// Slots per CPU of the flow cache, a power of two; 0: the default
+    /// (`lb_common::flow::DEFAULT_FLOW_CACHE_SLOTS`).
+    pub flow_cache_slots: u32,
 }
 
 /// `BACKEND_TABLE` mapped into our memory (the map is created `BPF_F_MMAPABLE`). The
@@ -192,10 +199,16 @@ impl Dataplane {
             }
             None => EBPF_OBJECT,
         };
+        let cache_slots = match options.flow_cache_slots {
+            0 => DEFAULT_FLOW_CACHE_SLOTS,
+            n if n.is_power_of_two() => n,
+            n => bail!("flow cache slots must be a power of two, not {n}"),
+        };
         let sizes = std::collections::HashMap::from([
             ("BACKEND_TABLE", table_capacity),
             ("FLOWS", flow_capacity),
             ("NAT_CONNS", flow_capacity),
+            ("FLOW_CACHE", cache_slots),
         ]);
         let mut adoption = Adoption::default();
         let pin_dir = options.pin_dir.map(pins::PinDir::open).transpose()?;
@@ -224,7 +237,15 @@ impl Dataplane {
             pins: None,
             adoption,
             writes: 0,
+            flow_cache_epoch: 0,
+            flow_cache_mask: cache_slots - 1,
         };
+        // Adopted settings go on with their epoch: the cache itself is not adopted (the
+        // program that replaces the adopted one starts with an empty one), and changes
+        // from here on move the epoch on from where it is.
+        dp.flow_cache_epoch = array::<Settings>(&mut dp.ebpf, "SETTINGS")?
+            .get(&0, 0)?
+            .flow_cache_epoch;
         if let Some(p) = pin_dir {
             dp.adopt_links(&p, options.ifindex, options.also)?;
             p.remove_stale_maps(&pinned)?;
@@ -372,7 +393,7 @@ impl Dataplane {
         let mut present = Vec::new();
         for id in 0..backends.len() {
             let b = backends.get(&id, 0)?;
-            if b.flags & lb_common::backend::BACKEND_F_PRESENT != 0 {
+            if b.flags & BACKEND_F_PRESENT != 0 {
                 present.push((id, b));
             }
         }
@@ -394,13 +415,28 @@ impl Dataplane {
         Array::<_, Backend>::try_from(m).ok()?.get(&id, 0).ok()
     }
 
+    /// Writes the node-wide settings; the flow cache's fields are the dataplane's own.
     pub fn set_settings(&mut self, settings: Settings) -> anyhow::Result<()> {
+        let settings = Settings {
+            flow_cache_epoch: self.flow_cache_epoch,
+            flow_cache_mask: self.flow_cache_mask,
+            ..settings
+        };
         let mut a = array::<Settings>(&mut self.ebpf, "SETTINGS")?;
         if a.get(&0, 0).ok() != Some(settings) {
             a.set(0, settings, 0)?;
             self.writes += 1;
         }
         Ok(())
+    }
+
+    /// Makes every CPU's flow cache forget what it holds: after a change that may forward a
+    /// cached flow differently (a VIP removed or redefined, a backend removed or down). The
+    /// flows themselves stay pinned in `FLOWS`.
+    fn invalidate_flow_cache(&mut self) -> anyhow::Result<()> {
+        self.flow_cache_epoch = self.flow_cache_epoch.wrapping_add(1);
+        let current = array::<Settings>(&mut self.ebpf, "SETTINGS")?.get(&0, 0)?;
+        self.set_settings(current)
     }
 
     /// Records interface `ifindex`'s MAC in `IFACES`, and in its `IFACE_CACHE` slot unless
@@ -453,9 +489,14 @@ impl Dataplane {
             self.count_vip_address(&key, true)?;
         }
         let mut m = hash_map::<VipKey, VipInfo>(&mut self.ebpf, "VIPS")?;
-        if m.get(&key, 0).ok() != Some(info) {
+        let old = m.get(&key, 0).ok();
+        if old != Some(info) {
             m.insert(key, info, 0)?;
             self.writes += 1;
+        }
+        // A new table (offset, size) is what pinned flows outlive; anything else is not.
+        if old.is_some_and(|o| (o.id, o.mode, o.flags) != (info.id, info.mode, info.flags)) {
+            self.invalidate_flow_cache()?;
         }
         Ok(())
     }
@@ -465,6 +506,7 @@ impl Dataplane {
         let had = self.has_vip(key)?;
         hash_map::<VipKey, VipInfo>(&mut self.ebpf, "VIPS")?.remove(key)?;
         self.writes += 1;
+        self.invalidate_flow_cache()?;
         if had {
             self.count_vip_address(key, false)?;
         }
@@ -516,9 +558,15 @@ impl Dataplane {
 
     pub fn set_backend(&mut self, id: u32, backend: Backend) -> anyhow::Result<()> {
         let mut a = array::<Backend>(&mut self.ebpf, "BACKENDS")?;
-        if a.get(&id, 0).ok() != Some(backend) {
+        let old = a.get(&id, 0).ok();
+        if old != Some(backend) {
             a.set(id, backend, 0)?;
             self.writes += 1;
+        }
+        // Gone or down, or the id given to another backend: cached flows must not follow.
+        let present = |b: &Backend| b.flags & BACKEND_F_PRESENT != 0;
+        if old.is_some_and(|o| present(&o) && (!present(&backend) || o.addr != backend.addr)) {
+            self.invalidate_flow_cache()?;
         }
         Ok(())
     }

@@ -198,12 +198,19 @@ impl Harness {
         table_capacity: u32,
         flow_capacity: u32,
     ) -> anyhow::Result<Harness> {
+        // A test run runs on the calling thread's CPU. Like a NIC's RSS, which keeps a
+        // flow on one CPU, the harness keeps its frames on one: the flow cache is per CPU,
+        // and a connection's SYN is pinned in it alone (`Harness::move_to_cpu` tests
+        // the other case).
+        // SAFETY: no preconditions.
+        let cpu = unsafe { libc::sched_getcpu() };
+        move_thread_to_cpu(usize::try_from(cpu).context("sched_getcpu")?)?;
         let mut dp = Dataplane::load(table_capacity.max(HARNESS_SLOTS), flow_capacity)?;
         dp.set_settings(Settings {
             hash_seed: SEED,
-            _pad: 0,
             tcp_idle_ns: IDLE.as_nanos() as u64,
             udp_idle_ns: IDLE.as_nanos() as u64,
+            ..Settings::default()
         })?;
         dp.set_iface(LOOPBACK_IFINDEX, LB_MAC)?;
         if let Some(net) = &net {
@@ -352,6 +359,17 @@ impl Harness {
             .iter()
             .position(|m| out[..6] == m[..])
             .expect("destination MAC is a backend's")
+    }
+
+    /// CPUs online (the harness's own thread is restricted to one).
+    pub fn cpus() -> usize {
+        // SAFETY: no preconditions.
+        unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize
+    }
+
+    /// From now on, runs frames on `cpu` (and so with its flow cache).
+    pub fn move_to_cpu(&mut self, cpu: usize) {
+        move_thread_to_cpu(cpu).unwrap();
     }
 
     /// Runs one frame and returns the verdict, the output bytes and the one reason whose
@@ -562,4 +580,23 @@ impl Drop for FibNet {
             eprintln!("cannot delete namespace {}: {e:#}", self.name);
         }
     }
+}
+
+/// Restricts the calling thread to `cpu`.
+fn move_thread_to_cpu(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within it for cpu < 1024.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        set
+    };
+    // SAFETY: the set outlives the call; the size is the set's.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        anyhow::bail!(
+            "sched_setaffinity(cpu {cpu}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }

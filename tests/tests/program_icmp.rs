@@ -57,8 +57,10 @@ fn assert_passed_untouched(h: &mut Harness, ingress: u32, frame: &[u8], what: &s
     assert_eq!(out, frame, "{what}");
 }
 
-/// Forwards a client's TCP SYN to the DR VIP, then makes the lookup table point every new
-/// flow elsewhere, so only the flow table still knows the flow's backend. Returns it.
+/// Forwards a client's TCP SYN to the DR VIP and the handshake's ACK (which puts the flow
+/// into the shared flow table: a too-big error answers the backend's data, so it comes
+/// after the handshake), then makes the lookup table point every new flow elsewhere, so
+/// only the flow table still knows the flow's backend. Returns it.
 fn pin_dr_flow(h: &mut Harness, vip: IpAddr, sport: u16) -> [u8; 6] {
     let client: IpAddr = if vip.is_ipv6() {
         CLIENT6.into()
@@ -67,6 +69,9 @@ fn pin_dr_flow(h: &mut Harness, vip: IpAddr, sport: u16) -> [u8; 6] {
     };
     let (_, out, reason) = h.run(&Frame::new(client, sport, vip, 80).tcp());
     assert_eq!(reason, Reason::ForwardedDr);
+    let (_, ack_out, reason) = h.run(&Frame::new(client, sport, vip, 80).established().tcp());
+    assert_eq!(reason, Reason::ForwardedDr);
+    assert_eq!(ack_out[..6], out[..6], "the ACK follows its SYN");
     let first = BACKEND_MACS.iter().position(|m| out[..6] == m[..]).unwrap();
     let other = ((first + 1) % 3) as u32;
     if vip.is_ipv6() {

@@ -148,6 +148,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> anyhow::Result<()>
             object: object.as_deref(),
             ifindex: link.index,
             also: &also,
+            flow_cache_slots: config.agent.flow_cache_size,
         },
         config.agent.table_capacity,
         config.agent.flow_table_size,

@@ -190,6 +190,7 @@ fn every_key_is_documented() {
         "control_group",
         "table_capacity",
         "flow_table_size",
+        "flow_cache_size",
         "tcp_idle_timeout",
         "udp_idle_timeout",
         "source_affinity",
@@ -346,4 +347,26 @@ fn metrics_listen_is_off_by_default_and_must_be_address_and_port() {
     // It survives `config save`.
     let c = parse(&on).unwrap();
     assert_eq!(parse(&to_toml(&c)).unwrap(), c);
+}
+
+#[test]
+fn the_flow_cache_size_must_be_a_power_of_two() {
+    let config = |size: &str| format!("[agent]\ninterface = \"eth0\"\nflow_cache_size = {size}\n");
+    let got = errors(&config("3000"));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].contains("3:19 agent.flow_cache_size: must be a power of two from 1 to 1048576")
+            && got[0].contains("e.g. 2048"),
+        "{got:?}"
+    );
+    assert_eq!(errors(&config("0")).len(), 1);
+    assert_eq!(errors(&config("2097152")).len(), 1);
+    assert_eq!(parse(&config("4096")).unwrap().agent.flow_cache_size, 4096);
+    assert_eq!(
+        parse("[agent]\ninterface = \"eth0\"\n")
+            .unwrap()
+            .agent
+            .flow_cache_size,
+        lb_common::flow::DEFAULT_FLOW_CACHE_SLOTS
+    );
 }

@@ -2,7 +2,7 @@
 //! the attached program of the run before it instead of starting empty.
 //!
 //! ```text
-//! <pin_dir>/maps/<MAP>-v<N>   every map of the program but per-CPU scratch space
+//! <pin_dir>/maps/<MAP>-v<N>   every map of the program but per-CPU scratch space and caches
 //! <pin_dir>/links/<ifindex>   the XDP link of each interface the program is attached to
 //! ```
 //!
@@ -44,7 +44,7 @@ pub const MAP_VERSIONS: &[(&str, u32)] = &[
     ("BACKENDS", 1),
     ("IFACES", 1),
     ("IFACE_CACHE", 1),
-    ("SETTINGS", 1),
+    ("SETTINGS", 2),
     ("VIP_STATS", 1),
     ("BACKEND_STATS", 1),
     ("REASON_STATS", 1),
@@ -54,7 +54,7 @@ pub const MAP_VERSIONS: &[(&str, u32)] = &[
 ];
 
 /// Maps that hold no state worth keeping: each program gets its own.
-const NOT_PINNED: &[&str] = &["SCRATCH", "BENCH_PORT"];
+const NOT_PINNED: &[&str] = &["SCRATCH", "BENCH_PORT", "FLOW_CACHE"];
 
 /// `enum bpf_map_type` values whose value size aya adjusts at load.
 const DEVMAP: u32 = 14;

@@ -1,0 +1,114 @@
+//! The per-CPU flow cache in front of `FLOWS` (see `lb_common::flow::FlowCacheEntry`): an
+//! established DR flow is forwarded from one array slot of this CPU, with no hash-map
+//! lookup, and asks the shared flow table again only once a second.
+
+use lb_common::{
+    backend::Backend,
+    flow::{flow_cache_slot, FlowCacheEntry, FlowEntry, FlowKey, FLOW_CACHE_REFRESH_NS},
+    settings::Settings,
+};
+
+use crate::{
+    flow,
+    maps::{FLOWS, FLOW_CACHE, SETTINGS},
+    parse::{Parsed, IPPROTO_TCP},
+};
+
+/// A cache hit: the flow's VIP and backend.
+pub struct Hit {
+    pub vip_id: u32,
+    pub backend_id: u32,
+    pub backend: &'static Backend,
+}
+
+#[inline(always)]
+fn words(key: &FlowKey) -> &[u32; 10] {
+    // SAFETY: FlowKey is 40 bytes of plain data, 4-byte aligned.
+    unsafe { &*(key as *const FlowKey as *const [u32; 10]) }
+}
+
+/// Whether two tuples are equal, compared a word at a time (a derived comparison of the
+/// arrays becomes a `bcmp` call, which BPF does not have).
+#[inline(always)]
+fn same(a: &FlowKey, b: &FlowKey) -> bool {
+    let (a, b) = (words(a), words(b));
+    let mut diff = 0;
+    let mut i = 0;
+    while i < 10 {
+        diff |= a[i] ^ b[i];
+        i += 1;
+    }
+    diff == 0
+}
+
+#[inline(always)]
+fn slot(settings: &Settings, key: &FlowKey) -> Option<*mut FlowCacheEntry> {
+    FLOW_CACHE.get_ptr_mut(flow_cache_slot(key, settings.flow_cache_mask))
+}
+
+/// The cached backend of `pkt`'s flow, if this CPU's slot holds the flow, of the current
+/// epoch, filled less than a second (or the flow's idle timeout) ago, and its backend is
+/// still present. A SYN never hits:
+/// it may start a new connection on a reused tuple. The entry of a connection's SYN enters
+/// `FLOWS` here, with the connection's next packet.
+#[inline(always)]
+pub fn lookup(pkt: &Parsed, now: u64) -> Option<Hit> {
+    if pkt.is_syn() {
+        return None;
+    }
+    let settings = SETTINGS.get(0)?;
+    // SAFETY: this CPU's slot; no other program run uses it meanwhile.
+    let e = unsafe { &mut *slot(settings, &pkt.flow)? };
+    if !same(&e.key, &pkt.flow) || e.epoch != settings.flow_cache_epoch {
+        return None;
+    }
+    let idle_ns = if pkt.flow.proto == IPPROTO_TCP {
+        settings.tcp_idle_ns
+    } else {
+        settings.udp_idle_ns
+    };
+    if now.wrapping_sub(e.filled_ns) >= idle_ns.min(FLOW_CACHE_REFRESH_NS) {
+        return None;
+    }
+    // A removed or failed backend: the full path re-balances the flow, as it would have.
+    let backend = flow::backend(e.backend_id)?;
+    if e.shared == 0 {
+        let entry = FlowEntry {
+            backend_id: e.backend_id,
+            vip_id: e.vip_id,
+            last_seen_ns: now,
+        };
+        // As in `flow::backend_for`: failing to pin means the next packet is hashed again.
+        let _ = FLOWS.insert(pkt.flow, entry, 0);
+        e.shared = 1;
+        e.filled_ns = now;
+    }
+    Some(Hit {
+        vip_id: e.vip_id,
+        backend_id: e.backend_id,
+        backend,
+    })
+}
+
+/// Records what the full path decided for `pkt`'s flow; `shared` says whether `FLOWS`
+/// holds it.
+#[inline(always)]
+pub fn fill(pkt: &Parsed, vip_id: u32, backend_id: u32, now: u64, shared: bool) {
+    let Some(settings) = SETTINGS.get(0) else {
+        return;
+    };
+    let Some(e) = slot(settings, &pkt.flow) else {
+        return;
+    };
+    // SAFETY: as in `lookup`.
+    unsafe {
+        e.write(FlowCacheEntry {
+            key: pkt.flow,
+            backend_id,
+            vip_id,
+            filled_ns: now,
+            epoch: settings.flow_cache_epoch,
+            shared: shared as u32,
+        })
+    };
+}
