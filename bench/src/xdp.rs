@@ -85,9 +85,10 @@ struct Expect {
     verdict: Verdict,
     /// The reason each run counts; `None`: an entry point that counts nothing.
     reason: Option<Reason>,
-    /// Whether each run is balanced through the lookup table (a new flow) or by its
-    /// flow entry; `None` for cases that do not balance.
-    hashed: Option<bool>,
+    /// One run in how many is balanced through the lookup table (a new flow) rather than
+    /// by its flow's entry: 1 for new flows, 0 for none; `None` for cases that do not
+    /// balance.
+    hashed: Option<u64>,
 }
 
 struct Spec {
@@ -268,8 +269,8 @@ fn check(expect: &Expect, runs: u64, before: &Counters, after: &Counters) -> Res
             ));
         }
     }
-    if let Some(hashed) = expect.hashed {
-        let want = if hashed { runs } else { 0 };
+    if let Some(every) = expect.hashed {
+        let want = runs.checked_div(every).unwrap_or(0);
         let got = after.hashed - before.hashed;
         if got != want {
             return Err(format!(
@@ -487,20 +488,20 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
     let base = Baselines::load()?;
     let cycle_repeat = (repeat / CYCLE).max(1) * CYCLE;
 
-    let dr = |hashed| Expect {
+    let dr = |hashed: bool| Expect {
         verdict: Verdict::Tx,
         reason: Some(Reason::ForwardedDr),
-        hashed: Some(hashed),
+        hashed: Some(hashed.into()),
     };
     let pass = |reason| Expect {
         verdict: Verdict::Pass,
         reason: Some(reason),
-        hashed: Some(false),
+        hashed: Some(0),
     };
     let stage = Expect {
         verdict: Verdict::Pass,
         reason: None,
-        hashed: Some(false),
+        hashed: Some(0),
     };
     let spec = |name: &str, program, frame: Vec<u8>, baseline, expect, target| Spec {
         name: name.to_owned(),
@@ -515,7 +516,14 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
     };
     let established = big(40000).established().tcp();
     let udp = big(40000).udp();
-    let mut dr_specs = vec![
+    let many = Frame::new(client, 40000, many_vip(MANY_VIPS / 2).into(), 80)
+        .established()
+        .tcp();
+    let ipv6 = Frame::new(CLIENT6.into(), 40000, VIP6.into(), 80)
+        .established()
+        .tcp();
+    let not_vip = frames::tcp(CLIENT, 40000, "10.99.0.10".parse()?, 80);
+    let dr_specs = vec![
         spec(
             "DR TCP established (1 VIP, 100 backends)",
             "xdp_lb",
@@ -543,9 +551,7 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
         spec(
             "DR TCP established, 1,000 VIPs",
             "xdp_lb",
-            Frame::new(client, 40000, many_vip(MANY_VIPS / 2).into(), 80)
-                .established()
-                .tcp(),
+            many.clone(),
             Baseline::Tx,
             dr(false),
             None,
@@ -574,12 +580,25 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
                 None,
             )
         },
+        Spec {
+            runs: Runs::Repeat(cycle_repeat),
+            floor: Some("bench_cycle_floor"),
+            ..spec(
+                "DR TCP connection start, 65,536 new flows cycling: SYN, then first ACK (the mean of the two)",
+                "bench_handshake",
+                big(40000).tcp(),
+                Baseline::Tx,
+                Expect {
+                    hashed: Some(2),
+                    ..dr(true)
+                },
+                None,
+            )
+        },
         spec(
             "DR IPv6 TCP established (3 backends)",
             "xdp_lb",
-            Frame::new(CLIENT6.into(), 40000, VIP6.into(), 80)
-                .established()
-                .tcp(),
+            ipv6.clone(),
             Baseline::Tx,
             dr(false),
             None,
@@ -587,7 +606,7 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
         spec(
             "non-VIP TCP, passed",
             "xdp_lb",
-            frames::tcp(CLIENT, 40000, "10.99.0.10".parse()?, 80),
+            not_vip.clone(),
             Baseline::Pass,
             pass(Reason::PassNotVip),
             Some(TARGET_NOT_VIP),
@@ -634,7 +653,7 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
         ),
     ];
     // Flows exist before they are measured as established: pin them once.
-    for frame in [&established, &udp, &dr_specs[3].frame, &dr_specs[6].frame] {
+    for frame in [&established, &udp, &many, &ipv6] {
         h.dp.test_run_on(cl0, frame)?;
     }
     h.dp.time_program("bench_cycle", cl0, &established, CYCLE)?;
@@ -688,7 +707,7 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
             Expect {
                 verdict: reason.verdict(),
                 reason: Some(reason),
-                hashed: Some(false),
+                hashed: Some(0),
             },
             None,
         )
@@ -733,7 +752,7 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
         spec(
             "non-VIP TCP, passed, NAT in use",
             "xdp_lb",
-            dr_specs.remove(7).frame,
+            not_vip,
             Baseline::Pass,
             pass(Reason::PassNotVip),
             None,

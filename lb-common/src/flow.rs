@@ -39,8 +39,9 @@ pub struct FlowEntry {
 }
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 16);
 
-/// Default slots per CPU of `FLOW_CACHE` (64 bytes each, so 1 MiB per CPU).
-pub const DEFAULT_FLOW_CACHE_SLOTS: u32 = 1 << 14;
+/// Default slots per CPU of `FLOW_CACHE` (64 bytes each, so 256 KiB per CPU: within a
+/// CPU's own cache, where it costs a few ns even to the flows it does not hold).
+pub const DEFAULT_FLOW_CACHE_SLOTS: u32 = 1 << 12;
 
 /// How long a flow-cache entry stands for the flow table without asking it: its idle
 /// timeout and LRU position are refreshed this often (or at the flow's idle timeout, if
@@ -59,8 +60,8 @@ pub struct FlowCacheEntry {
     pub key: FlowKey,
     pub backend_id: u32,
     pub vip_id: u32,
-    /// `bpf_ktime_get_coarse_ns()` when the full path filled the entry.
-    pub filled_ns: u64,
+    /// `bpf_jiffies64()` when the full path filled the entry.
+    pub filled_ticks: u64,
     /// `Settings::flow_cache_epoch` when it was filled.
     pub epoch: u32,
     /// 1 when `FLOWS` holds the flow. 0 for a SYN's entry: a connection is pinned in the

@@ -4,6 +4,10 @@
 //! - `bench_cycle` gives each run the next of 65,536 source ports, then runs the balancer:
 //!   `repeat` alone would run one flow, this makes the flow table's working set 65,536
 //!   flows (no cache holds their entries);
+//! - `bench_handshake` starts connections: runs alternate between the SYN and the first
+//!   ACK of the next of 65,536 connections (the SYN is balanced and pinned on this CPU,
+//!   the ACK puts the flow into the shared flow table), so two runs are what starting a
+//!   connection costs;
 //! - `bench_cycle_floor` does the same port rewrite, then only swaps MACs and returns
 //!   XDP_TX: the rewrite's own cost, which the benchmark subtracts;
 //! - `bench_stage_*` run the balancer's first stages and stop (XDP_PASS when the stage
@@ -20,7 +24,7 @@ use aya_ebpf::{
 use crate::{
     flow,
     maps::{self, vip_key, FLOWS, SCRATCH, VIPS},
-    parse::{self, raw16, set_raw16, Kind, Parsed, ETH_HLEN},
+    parse::{self, raw16, set_raw16, Kind, Parsed, ETH_HLEN, TCP_FLAG_ACK, TCP_FLAG_SYN},
 };
 
 /// The next source port. Shared by the CPUs, not per CPU: a long test run may migrate
@@ -30,27 +34,57 @@ use crate::{
 #[map]
 static BENCH_PORT: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Writes the next source port into an untagged IPv4 TCP/UDP frame without IP options
-/// (the TCP/UDP checksum is left stale: DR forwarding does not read it).
+/// The next value of `BENCH_PORT`.
 #[inline(always)]
-fn next_port(ctx: &XdpContext) -> bool {
-    let Some(n) = BENCH_PORT.get_ptr_mut(0) else {
-        return false;
-    };
+fn next_index() -> Option<u32> {
+    let n = BENCH_PORT.get_ptr_mut(0)?;
     // SAFETY: the benchmark's test runs are its only users, one at a time.
-    let i = unsafe {
+    unsafe {
         let i = *n;
         *n = i.wrapping_add(1);
-        i
-    };
+        Some(i)
+    }
+}
+
+/// Writes source port `port` into an untagged IPv4 TCP/UDP frame without IP options
+/// (the TCP/UDP checksum is left stale: DR forwarding does not read it).
+#[inline(always)]
+fn set_port(ctx: &XdpContext, port: u16) -> bool {
     let ipv4_no_options =
         raw16(ctx, 12) == Some(0x0800u16.to_be()) && parse::byte(ctx, ETH_HLEN) == Some(0x45);
-    ipv4_no_options && set_raw16(ctx, ETH_HLEN + 20, (i as u16).to_be()).is_some()
+    ipv4_no_options && set_raw16(ctx, ETH_HLEN + 20, port.to_be()).is_some()
+}
+
+/// Writes the next source port (see `set_port`).
+#[inline(always)]
+fn next_port(ctx: &XdpContext) -> bool {
+    next_index().is_some_and(|i| set_port(ctx, i as u16))
 }
 
 #[xdp]
 pub fn bench_cycle(ctx: XdpContext) -> u32 {
     if !next_port(&ctx) {
+        return xdp_action::XDP_ABORTED;
+    }
+    crate::run(&ctx)
+}
+
+/// Even runs: the SYN of connection `i / 2`; odd runs: its ACK. The port counter moves
+/// by whole cycles of 65,536 elsewhere, so the pairs stay in step.
+#[xdp]
+pub fn bench_handshake(ctx: XdpContext) -> u32 {
+    let Some(i) = next_index() else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let flags = if i & 1 == 0 {
+        TCP_FLAG_SYN
+    } else {
+        TCP_FLAG_ACK
+    };
+    // TCP flags of an IPv4 frame without options (`set_port` checks that it is one).
+    if !set_port(&ctx, (i >> 1) as u16)
+        || parse::set_byte(&ctx, ETH_HLEN + 20 + 13, flags).is_none()
+    {
         return xdp_action::XDP_ABORTED;
     }
     crate::run(&ctx)

@@ -2,9 +2,10 @@
 //! established DR flow is forwarded from one array slot of this CPU, with no hash-map
 //! lookup, and asks the shared flow table again only once a second.
 
+use aya_ebpf::helpers::bpf_jiffies64;
 use lb_common::{
     backend::Backend,
-    flow::{flow_cache_slot, FlowCacheEntry, FlowEntry, FlowKey, FLOW_CACHE_REFRESH_NS},
+    flow::{flow_cache_slot, FlowCacheEntry, FlowEntry, FlowKey},
     settings::Settings,
 };
 
@@ -41,18 +42,26 @@ fn same(a: &FlowKey, b: &FlowKey) -> bool {
     diff == 0
 }
 
+/// The kernel's tick counter: the verifier turns the helper into one load, where the
+/// coarse clock is a call that costs several ns per packet.
+#[inline(always)]
+fn ticks() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { bpf_jiffies64() }
+}
+
 #[inline(always)]
 fn slot(settings: &Settings, key: &FlowKey) -> Option<*mut FlowCacheEntry> {
     FLOW_CACHE.get_ptr_mut(flow_cache_slot(key, settings.flow_cache_mask))
 }
 
 /// The cached backend of `pkt`'s flow, if this CPU's slot holds the flow, of the current
-/// epoch, filled less than a second (or the flow's idle timeout) ago, and its backend is
+/// epoch, filled less than a second (or the flow's idle timeout) ago (`Settings::tcp_cache_ticks`), and its backend is
 /// still present. A SYN never hits:
 /// it may start a new connection on a reused tuple. The entry of a connection's SYN enters
 /// `FLOWS` here, with the connection's next packet.
 #[inline(always)]
-pub fn lookup(pkt: &Parsed, now: u64) -> Option<Hit> {
+pub fn lookup(pkt: &Parsed) -> Option<Hit> {
     if pkt.is_syn() {
         return None;
     }
@@ -62,12 +71,13 @@ pub fn lookup(pkt: &Parsed, now: u64) -> Option<Hit> {
     if !same(&e.key, &pkt.flow) || e.epoch != settings.flow_cache_epoch {
         return None;
     }
-    let idle_ns = if pkt.flow.proto == IPPROTO_TCP {
-        settings.tcp_idle_ns
+    let valid_ticks = if pkt.flow.proto == IPPROTO_TCP {
+        settings.tcp_cache_ticks
     } else {
-        settings.udp_idle_ns
+        settings.udp_cache_ticks
     };
-    if now.wrapping_sub(e.filled_ns) >= idle_ns.min(FLOW_CACHE_REFRESH_NS) {
+    let ticks = ticks();
+    if ticks.wrapping_sub(e.filled_ticks) >= valid_ticks as u64 {
         return None;
     }
     // A removed or failed backend: the full path re-balances the flow, as it would have.
@@ -76,12 +86,12 @@ pub fn lookup(pkt: &Parsed, now: u64) -> Option<Hit> {
         let entry = FlowEntry {
             backend_id: e.backend_id,
             vip_id: e.vip_id,
-            last_seen_ns: now,
+            last_seen_ns: flow::now(),
         };
         // As in `flow::backend_for`: failing to pin means the next packet is hashed again.
         let _ = FLOWS.insert(pkt.flow, entry, 0);
         e.shared = 1;
-        e.filled_ns = now;
+        e.filled_ticks = ticks;
     }
     Some(Hit {
         vip_id: e.vip_id,
@@ -93,7 +103,7 @@ pub fn lookup(pkt: &Parsed, now: u64) -> Option<Hit> {
 /// Records what the full path decided for `pkt`'s flow; `shared` says whether `FLOWS`
 /// holds it.
 #[inline(always)]
-pub fn fill(pkt: &Parsed, vip_id: u32, backend_id: u32, now: u64, shared: bool) {
+pub fn fill(pkt: &Parsed, vip_id: u32, backend_id: u32, shared: bool) {
     let Some(settings) = SETTINGS.get(0) else {
         return;
     };
@@ -106,7 +116,7 @@ pub fn fill(pkt: &Parsed, vip_id: u32, backend_id: u32, now: u64, shared: bool) 
             key: pkt.flow,
             backend_id,
             vip_id,
-            filled_ns: now,
+            filled_ticks: ticks(),
             epoch: settings.flow_cache_epoch,
             shared: shared as u32,
         })

@@ -75,7 +75,13 @@ fn balance(ctx: &XdpContext, bytes: u64) -> Reason {
     // verdict and reason that `transport` would reach.
     let plain = parse::plain_ipv4(ctx);
     if let Some(pkt) = &plain {
-        if !maps::may_be_vip(&pkt.flow.dst) && !nat::in_use() {
+        if maps::may_be_vip(&pkt.flow.dst) {
+            // Most packets for a VIP belong to an established flow: this CPU's flow cache
+            // forwards those before anything else is looked up (or copied).
+            if let Some(hit) = flow_cache::lookup(pkt) {
+                return cached(ctx, hit, bytes);
+            }
+        } else if !nat::in_use() {
             return Reason::PassNotVip;
         }
     }
@@ -87,25 +93,24 @@ fn balance(ctx: &XdpContext, bytes: u64) -> Reason {
     let scratch = unsafe { &mut *scratch };
     if let Some(pkt) = plain {
         scratch.pkt = pkt;
-        return transport(ctx, &scratch.pkt, bytes);
+        return transport(ctx, &scratch.pkt, bytes, true);
     }
     match parse::parse(ctx, scratch) {
-        Ok(Kind::Transport) => transport(ctx, &scratch.pkt, bytes),
+        Ok(Kind::Transport) => transport(ctx, &scratch.pkt, bytes, false),
         Ok(Kind::IcmpError) => icmp::handle(ctx, &scratch.pkt, &scratch.inner),
         Err(reason) => reason,
     }
 }
 
 /// A TCP or UDP packet: to a VIP (DR or NAT), a NAT backend's reply, or neither.
+/// `cache_checked`: the flow cache has been asked already.
 #[inline(always)]
-fn transport(ctx: &XdpContext, pkt: &Parsed, bytes: u64) -> Reason {
+fn transport(ctx: &XdpContext, pkt: &Parsed, bytes: u64, cache_checked: bool) -> Reason {
     // Most of what a node receives is for no VIP; the address filter says so cheaper than
     // the hash lookup of the key would.
     let may_be_vip = maps::may_be_vip(&pkt.flow.dst);
-    let mut now = 0;
-    if may_be_vip {
-        now = flow::now();
-        if let Some(hit) = flow_cache::lookup(pkt, now) {
+    if may_be_vip && !cache_checked {
+        if let Some(hit) = flow_cache::lookup(pkt) {
             return cached(ctx, hit, bytes);
         }
     }
@@ -125,7 +130,7 @@ fn transport(ctx: &XdpContext, pkt: &Parsed, bytes: u64) -> Reason {
         return nat::reply(ctx, pkt).unwrap_or_else(|mtu| icmp::send_too_big(ctx, pkt, mtu));
     };
     match vip.mode {
-        MODE_DR => direct_return(ctx, pkt, vip, now, bytes),
+        MODE_DR => direct_return(ctx, pkt, vip, bytes),
         MODE_NAT => nat::forward(ctx, pkt, &key, vip)
             .unwrap_or_else(|mtu| icmp::send_too_big(ctx, pkt, mtu)),
         _ => Reason::PassNotVip,
@@ -133,7 +138,7 @@ fn transport(ctx: &XdpContext, pkt: &Parsed, bytes: u64) -> Reason {
 }
 
 /// DR for a flow this CPU's flow cache knows.
-#[inline(never)]
+#[inline(always)]
 fn cached(ctx: &XdpContext, hit: flow_cache::Hit, bytes: u64) -> Reason {
     let Some(iface) = maps::iface(ctx.ingress_ifindex() as u32) else {
         return Reason::PassUnknownIface;
@@ -146,18 +151,18 @@ fn cached(ctx: &XdpContext, hit: flow_cache::Hit, bytes: u64) -> Reason {
 // Each path is a BPF subprogram of its own: inlined together, their locals exceed the
 // 512-byte stack.
 #[inline(never)]
-fn direct_return(ctx: &XdpContext, pkt: &Parsed, vip: &VipInfo, now: u64, bytes: u64) -> Reason {
+fn direct_return(ctx: &XdpContext, pkt: &Parsed, vip: &VipInfo, bytes: u64) -> Reason {
     let Some(iface) = maps::iface(ctx.ingress_ifindex() as u32) else {
         return Reason::PassUnknownIface;
     };
     stats::count_vip(vip.id, bytes);
-    let Some((backend_id, shared)) = flow::backend_for(pkt, vip, now, true) else {
+    let Some((backend_id, shared)) = flow::backend_for(pkt, vip, flow::now(), true) else {
         return flow::no_backend(vip);
     };
     let Some(backend) = flow::backend(backend_id) else {
         return flow::no_backend(vip);
     };
-    flow_cache::fill(pkt, vip.id, backend_id, now, shared);
+    flow_cache::fill(pkt, vip.id, backend_id, shared);
     send_to(ctx, iface, backend_id, backend, bytes)
 }
 

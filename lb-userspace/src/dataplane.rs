@@ -107,6 +107,21 @@ pub struct LoadOptions<'a> {
     pub flow_cache_slots: u32,
 }
 
+/// The length of a kernel tick (a jiffy, 1-10 ms): the resolution of the coarse clocks.
+fn kernel_tick_ns() -> u64 {
+    let mut res = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `res` is a valid timespec to write to.
+    let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) };
+    if rc != 0 {
+        // The longest tick Linux has (HZ=100): cache entries then refresh early, never late.
+        return 10_000_000;
+    }
+    (res.tv_sec as u64 * 1_000_000_000 + res.tv_nsec as u64).max(1)
+}
+
 /// `BACKEND_TABLE` mapped into our memory (the map is created `BPF_F_MMAPABLE`). The
 /// kernel lays array elements out 8 bytes apart; each slot is one aligned `u32` store,
 /// which the program reads whole: a slot is always the old or the new backend id.
@@ -421,7 +436,8 @@ impl Dataplane {
             flow_cache_epoch: self.flow_cache_epoch,
             flow_cache_mask: self.flow_cache_mask,
             ..settings
-        };
+        }
+        .with_cache_ticks(kernel_tick_ns());
         let mut a = array::<Settings>(&mut self.ebpf, "SETTINGS")?;
         if a.get(&0, 0).ok() != Some(settings) {
             a.set(0, settings, 0)?;
