@@ -7,6 +7,7 @@ mod failover;
 mod health;
 mod machine;
 mod maglev;
+mod memlat;
 mod pktrate;
 mod xdp;
 
@@ -75,9 +76,10 @@ enum Bench {
         /// Seconds each round measures.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
-        /// Distinct flows (source address x source port) towards the VIP.
-        #[arg(long, default_value_t = 65_536)]
-        flows: u32,
+        /// Distinct flows (source address x source port) towards the VIP, sent round-robin;
+        /// a comma-separated list measures each.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 1_024, 65_536])]
+        flows: Vec<u32>,
     },
     /// Control plane: time for an `lbctl` change end to end (process start to exit, maps
     /// written and checked), next to `lbctl status` in the same run.
@@ -109,7 +111,7 @@ fn main() -> anyhow::Result<()> {
     let cap = |n: usize, q: usize| if quick { n.min(q) } else { n };
     let out = &out;
     let health_load = if quick { 3.0 } else { 20.0 };
-    let pktrate = |rounds: usize, seconds: f64, flows: u32| {
+    let pktrate = |rounds: usize, seconds: f64, flows: Vec<u32>| {
         pktrate::run(
             out,
             &pktrate::Options {
@@ -147,7 +149,7 @@ fn main() -> anyhow::Result<()> {
             println!();
             health::run(out, cap(5, 1), health_load)?;
             println!();
-            pktrate(3, 2.0, 65_536)?;
+            pktrate(3, 2.0, vec![1, 1_024, 65_536])?;
             println!();
             control::run(out, cap(20, 5))?;
             println!();

@@ -180,6 +180,15 @@ struct Row {
 struct Report {
     benchmark: &'static str,
     machine: crate::machine::Machine,
+    /// Dependent random reads in buffers of a few sizes: what a flow whose state is not
+    /// in the caches costs at least.
+    memory_latency: Vec<crate::memlat::Latency>,
+    runs: Vec<FlowsRun>,
+}
+
+/// One flow count.
+#[derive(Serialize)]
+struct FlowsRun {
     rounds: usize,
     window_s: f64,
     frame_bytes: usize,
@@ -193,18 +202,41 @@ struct Report {
 pub struct Options {
     pub rounds: usize,
     pub window: Duration,
-    /// Distinct flows (source address, source port) the generator cycles through.
-    pub flows: u32,
+    /// Distinct flows (source address, source port) the generator cycles through, one
+    /// measurement per count.
+    pub flows: Vec<u32>,
 }
 
 pub fn run(out_dir: &Path, opts: &Options) -> Result<()> {
+    let memory_latency = crate::memlat::measure(&[256 << 10, 4 << 20, 64 << 20]);
+    println!("memory latency, dependent random reads:");
+    for l in &memory_latency {
+        println!("  {:>6} KiB: {:>6.1} ns", l.bytes >> 10, l.ns_per_read);
+    }
+    let mut runs = Vec::new();
+    for &flows in &opts.flows {
+        runs.push(run_flows(opts, flows)?);
+    }
+    let report = Report {
+        benchmark: "packet_rate",
+        machine: crate::machine::describe(),
+        memory_latency,
+        runs,
+    };
+    let path = out_dir.join("pktrate.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
+    println!("\nwrote {}", path.display());
+    Ok(())
+}
+
+fn run_flows(opts: &Options, flows: u32) -> Result<FlowsRun> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     ensure!(
         cpus >= 2,
         "the packet-rate benchmark needs 2 CPUs (generator and balancer), this machine has {cpus}"
     );
-    let ports = opts.flows.clamp(1, 256);
-    let addresses = opts.flows.div_ceil(ports);
+    let ports = flows.clamp(1, 256);
+    let addresses = flows.div_ceil(ports);
     let lab = Lab::builder()
         .backends(3)
         .lb_queues(2)
@@ -218,7 +250,7 @@ pub fn run(out_dir: &Path, opts: &Options) -> Result<()> {
         .payload(6)
         .macs(GEN_MAC, lab.lb().mac)
         .tcp();
-    ends.configure(opts.flows, ports, frame[..12].try_into()?)?;
+    ends.configure(flows, ports, frame[..12].try_into()?)?;
     let config = lab.write_lbd_config("");
     let backend_macs: Vec<u8> = lab.backends().iter().map(|b| b.node.mac[5]).collect();
 
@@ -259,15 +291,13 @@ pub fn run(out_dir: &Path, opts: &Options) -> Result<()> {
                 let got = after.sink_minus(&before);
                 let mut sample = sample;
                 sample.totals = after.totals(&before, &got);
-                check(program, &sample.totals, &got, &backend_macs, opts.flows).with_context(
-                    || {
-                        format!(
-                            "{} / {}, round {round}: a sanity check failed, no figure is reported",
-                            layout.name(),
-                            program.name()
-                        )
-                    },
-                )?;
+                check(program, &sample.totals, &got, &backend_macs, flows).with_context(|| {
+                    format!(
+                        "{} / {}, round {round}: a sanity check failed, no figure is reported",
+                        layout.name(),
+                        program.name()
+                    )
+                })?;
                 println!(
                     "  {:<21} {:<16} round {round}: {:>6.3} Mpps received, {:>6.3} offered, {:.2} cores busy",
                     layout.name(),
@@ -323,31 +353,25 @@ pub fn run(out_dir: &Path, opts: &Options) -> Result<()> {
             });
         }
     }
-    print(&rows, opts, addresses, ports);
-    let report = Report {
-        benchmark: "packet_rate",
-        machine: crate::machine::describe(),
+    print(&rows, opts, flows, addresses, ports);
+    Ok(FlowsRun {
         rounds: opts.rounds,
         window_s: opts.window.as_secs_f64(),
         frame_bytes: frame.len(),
-        flows: opts.flows,
+        flows,
         source_addresses: addresses,
         ports_per_address: ports,
         vip: format!("{VIP}:80/tcp"),
         rows,
-    };
-    let path = out_dir.join("pktrate.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
-    println!("\nwrote {}", path.display());
-    Ok(())
+    })
 }
 
-fn print(rows: &[Row], opts: &Options, addresses: u32, ports: u32) {
+fn print(rows: &[Row], opts: &Options, flows: u32, addresses: u32, ports: u32) {
     println!(
         "\nPacket rate through a veth, native XDP, DR: {} flows ({addresses} source addresses from \
          {SRC_BASE} x {ports} ports from {PORT_BASE}) to {VIP}:80/tcp, 60-byte frames; median of \
          {} x {:.1} s",
-        opts.flows,
+        flows,
         opts.rounds,
         opts.window.as_secs_f64()
     );

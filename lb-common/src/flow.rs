@@ -39,9 +39,9 @@ pub struct FlowEntry {
 }
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 16);
 
-/// Default slots per CPU of `FLOW_CACHE` (64 bytes each, so 256 KiB per CPU: within a
+/// Default slots per CPU of `FLOW_CACHE` (64 bytes each, so 512 KiB per CPU: within a
 /// CPU's own cache, where it costs a few ns even to the flows it does not hold).
-pub const DEFAULT_FLOW_CACHE_SLOTS: u32 = 1 << 12;
+pub const DEFAULT_FLOW_CACHE_SLOTS: u32 = 1 << 13;
 
 /// How long a flow-cache entry stands for the flow table without asking it: its idle
 /// timeout and LRU position are refreshed this often (or at the flow's idle timeout, if
