@@ -44,8 +44,6 @@ const MANY_VIPS: u32 = 1_000;
 const MANY_VIP_BASE: u32 = 12;
 /// Distinct flows of the cycling cases (`bench_cycle` counts source ports modulo this).
 const CYCLE: u32 = 65_536;
-/// NAT cases run this many times per call (see [`identity_nat`]).
-const NAT_REPEAT: u32 = 250;
 
 /// Targets from the issue: median ratio to the case's baseline.
 const TARGET_ESTABLISHED: f64 = 2.6;
@@ -59,24 +57,6 @@ enum Baseline {
     Pass,
     /// `xdp_tx_baseline`: for cases that forward.
     Tx,
-}
-
-/// How a case is run in each round.
-#[derive(Clone, Copy)]
-enum Runs {
-    /// One call of `repeat` runs.
-    Repeat(u32),
-    /// `calls` calls of `repeat` runs (NAT, whose runs are limited by the TTL).
-    Calls { calls: u32, repeat: u32 },
-}
-
-impl Runs {
-    fn total(self) -> u64 {
-        match self {
-            Runs::Repeat(r) => r as u64,
-            Runs::Calls { calls, repeat } => calls as u64 * repeat as u64,
-        }
-    }
 }
 
 /// What every run of a case must do.
@@ -96,7 +76,8 @@ struct Spec {
     program: &'static str,
     frame: Vec<u8>,
     ifindex: u32,
-    runs: Runs,
+    /// Runs per measurement (one `BPF_PROG_TEST_RUN` call).
+    runs: u32,
     baseline: Baseline,
     expect: Expect,
     /// Measured right after the case in the same round: its excess over the TX baseline
@@ -148,7 +129,6 @@ struct Report {
     machine: crate::machine::Machine,
     repeat: u32,
     rounds: usize,
-    nat_repeat: u32,
     baselines: Vec<BaselineFigures>,
     cases: Vec<Case>,
 }
@@ -284,28 +264,9 @@ fn check(expect: &Expect, runs: u64, before: &Counters, after: &Counters) -> Res
 /// One measurement of `spec`: mean ns per run, or why it is refused.
 fn measure(h: &mut Harness, spec: &Spec) -> anyhow::Result<Result<f64, String>> {
     let before = counters(h)?;
-    let (verdict, mean) = match spec.runs {
-        Runs::Repeat(repeat) => {
-            let (v, d) =
-                h.dp.time_program(spec.program, spec.ifindex, &spec.frame, repeat)?;
-            (v, ns(d))
-        }
-        Runs::Calls { calls, repeat } => {
-            let mut total = 0.0;
-            let mut verdict = 0;
-            for _ in 0..calls {
-                let (v, d) =
-                    h.dp.time_program(spec.program, spec.ifindex, &spec.frame, repeat)?;
-                if v != spec.expect.verdict as u32 {
-                    verdict = v;
-                    break;
-                }
-                verdict = v;
-                total += ns(d);
-            }
-            (verdict, round3(total / calls as f64))
-        }
-    };
+    let (verdict, d) =
+        h.dp.time_program(spec.program, spec.ifindex, &spec.frame, spec.runs)?;
+    let mean = ns(d);
     let after = counters(h)?;
     if verdict != spec.expect.verdict as u32 {
         return Ok(Err(format!(
@@ -313,7 +274,7 @@ fn measure(h: &mut Harness, spec: &Spec) -> anyhow::Result<Result<f64, String>> 
             spec.expect.verdict
         )));
     }
-    Ok(check(&spec.expect, spec.runs.total(), &before, &after).map(|()| mean))
+    Ok(check(&spec.expect, spec.runs as u64, &before, &after).map(|()| mean))
 }
 
 /// Runs `specs` for `rounds` rounds, each round measuring both baselines first.
@@ -370,7 +331,7 @@ fn run_rounds(
                 name: spec.name.clone(),
                 program: spec.program,
                 frame_bytes: spec.frame.len(),
-                runs_per_round: spec.runs.total(),
+                runs_per_round: spec.runs as u64,
                 baseline: spec.baseline,
                 met: spec
                     .target
@@ -508,7 +469,7 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
         program,
         frame,
         ifindex: cl0,
-        runs: Runs::Repeat(repeat),
+        runs: repeat,
         baseline,
         expect,
         floor: None,
@@ -557,7 +518,7 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
             None,
         ),
         Spec {
-            runs: Runs::Repeat(cycle_repeat),
+            runs: cycle_repeat,
             floor: Some("bench_cycle_floor"),
             ..spec(
                 "DR TCP established, 65,536 flows cycling",
@@ -569,7 +530,7 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
             )
         },
         Spec {
-            runs: Runs::Repeat(cycle_repeat),
+            runs: cycle_repeat,
             floor: Some("bench_cycle_floor"),
             ..spec(
                 "DR TCP SYN, 65,536 new flows cycling",
@@ -581,7 +542,7 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
             )
         },
         Spec {
-            runs: Runs::Repeat(cycle_repeat),
+            runs: cycle_repeat,
             floor: Some("bench_cycle_floor"),
             ..spec(
                 "DR TCP connection start, 65,536 new flows cycling: SYN, then first ACK (the mean of the two)",
@@ -691,17 +652,13 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
 
     // NAT: once a NAT connection exists, every packet that is not for a VIP is also looked
     // up as a possible reply, so these come after the cases above.
-    let identity = identity_nat(&mut h)?;
-    let nat_runs = Runs::Calls {
-        calls: (repeat / NAT_REPEAT / 10).max(1),
-        repeat: NAT_REPEAT,
-    };
+    let nat_frames = nat_frames(&mut h)?;
     let nat = |name: &str, ifindex, frame: &Vec<u8>, reason: Reason| Spec {
         ifindex,
-        runs: nat_runs,
+        floor: Some("bench_restore_floor"),
         ..spec(
             name,
-            "xdp_lb",
+            "bench_restore",
             frame.clone(),
             Baseline::Tx,
             Expect {
@@ -714,39 +671,39 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
     };
     let nat_specs = vec![
         nat(
-            "NAT IPv4 TCP request, XDP_TX",
-            cl0,
-            &identity.request4,
+            "NAT IPv4 TCP request, XDP_TX (arriving on the backends' side)",
+            bk0,
+            &nat_frames.request4,
             Reason::ForwardedNat,
         ),
         nat(
             "NAT IPv4 TCP request, redirect",
-            bk0,
-            &identity.request4,
+            cl0,
+            &nat_frames.request4,
             Reason::RedirectedNat,
         ),
         nat(
             "NAT IPv4 TCP reply, redirect",
             bk0,
-            &identity.reply4,
+            &nat_frames.reply4,
             Reason::RedirectedNatReply,
         ),
         nat(
-            "NAT IPv6 TCP request, XDP_TX",
-            cl0,
-            &identity.request6,
+            "NAT IPv6 TCP request, XDP_TX (arriving on the backends' side)",
+            bk0,
+            &nat_frames.request6,
             Reason::ForwardedNat,
         ),
         nat(
             "NAT IPv6 TCP request, redirect",
-            bk0,
-            &identity.request6,
+            cl0,
+            &nat_frames.request6,
             Reason::RedirectedNat,
         ),
         nat(
             "NAT IPv6 TCP reply, redirect",
             bk0,
-            &identity.reply6,
+            &nat_frames.reply6,
             Reason::RedirectedNatReply,
         ),
         spec(
@@ -766,7 +723,6 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
         rounds,
         &mut base_samples,
     )?);
-    identity.undo(&mut h)?;
 
     let baselines: Vec<BaselineFigures> = [("xdp_pass", 0), ("xdp_tx_baseline", 1)]
         .into_iter()
@@ -797,7 +753,6 @@ pub fn run(out_dir: &Path, repeat: u32, rounds: usize) -> anyhow::Result<()> {
         machine: crate::machine::describe(),
         repeat,
         rounds,
-        nat_repeat: NAT_REPEAT,
         baselines,
         cases,
     };
@@ -862,104 +817,49 @@ fn helper_rows(
     Ok(out)
 }
 
-/// Frames for NAT timed with `repeat`: `repeat` runs the program again on the frame the
-/// previous run left, and NAT rewrites it, so every NAT backend is made the VIP itself
-/// (same address and port) and each run takes the whole NAT path (connection refresh, FIB
-/// lookup, checksum updates of zero effect, TTL, MACs, send) on an unchanged frame, until
-/// the TTL (255) runs out, which [`NAT_REPEAT`] stays below. The counters prove each run
-/// took the path.
-struct IdentityNat {
+/// NAT frames for `bench_restore`, which writes each frame's headers back after the
+/// balancer rewrote them, so every run translates the frame as given, to a real backend
+/// (address, port, checksums, TTL, MACs, the FIB's route): a client's request to the NAT VIP
+/// and the reply of the backend it was balanced to.
+struct NatFrames {
     request4: Vec<u8>,
     reply4: Vec<u8>,
     request6: Vec<u8>,
     reply6: Vec<u8>,
 }
 
-/// Points every NAT backend at its VIP (address and port) and gives the VIPs a neighbour on
-/// the client side, so translating is the identity and the FIB routes to a known MAC.
-fn identity_nat(h: &mut Harness) -> anyhow::Result<IdentityNat> {
-    use lb_tests::program::{
-        CLIENT, CLIENT6, NAT6_BACKEND_BASE, NAT_BACKEND_BASE, NAT_PORT, NAT_VIP, NAT_VIP6,
-        ROUTER_MAC,
-    };
-    let mac = ROUTER_MAC
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
-    for vip in [IpAddr::from(NAT_VIP), NAT_VIP6.into()] {
-        lb_tests::netns::ip(
-            &h.net().name,
-            &[
-                "neigh",
-                "add",
-                &vip.to_string(),
-                "lladdr",
-                &mac,
-                "dev",
-                "cl0",
-                "nud",
-                "permanent",
-            ],
-        )?;
-    }
-    for i in 0..3 {
-        h.dp.set_backend(
-            NAT_BACKEND_BASE + i,
-            backend(NAT_VIP.into(), None, NAT_PORT),
-        )?;
-        h.dp.set_backend(
-            NAT6_BACKEND_BASE + i,
-            backend(NAT_VIP6.into(), None, NAT_PORT),
-        )?;
-    }
-    let frames = |client: IpAddr, vip: IpAddr| {
-        (
-            Frame::new(client, 40000, vip, NAT_PORT)
-                .established()
-                .ttl(255)
-                .tcp(),
-            Frame::new(vip, NAT_PORT, client, 40000)
-                .established()
-                .ttl(255)
-                .tcp(),
-        )
-    };
-    let (request4, reply4) = frames(CLIENT.into(), NAT_VIP.into());
-    let (request6, reply6) = frames(CLIENT6.into(), NAT_VIP6.into());
+/// Sends one request per family, which records the connection the replies belong to and
+/// pins the flow, and builds the reply from where the request went. Frames carry a payload,
+/// so they are longer than the headers `bench_restore` keeps.
+fn nat_frames(h: &mut Harness) -> anyhow::Result<NatFrames> {
+    use lb_tests::program::{CLIENT, CLIENT6, NAT_BACKEND_PORT, NAT_PORT, NAT_VIP, NAT_VIP6};
     let cl0 = h.net().cl0;
-    for request in [&request4, &request6] {
-        // Records the connection the replies belong to, and pins the flow.
-        let (verdict, _) = h.dp.test_run_on(cl0, request)?;
+    let mut pair = |client: IpAddr, vip: IpAddr| -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+        let request = Frame::new(client, 40000, vip, NAT_PORT)
+            .established()
+            .payload(64)
+            .tcp();
+        let (verdict, out) = h.dp.test_run_on(cl0, &request)?;
         anyhow::ensure!(
-            verdict == Verdict::Tx as u32,
-            "identity NAT request not sent with XDP_TX: {verdict}"
+            verdict == Verdict::Redirect as u32,
+            "NAT request to {vip} not redirected to the backend side: verdict {verdict}"
         );
-    }
-    Ok(IdentityNat {
+        let backend: IpAddr = match client {
+            IpAddr::V4(_) => <[u8; 4]>::try_from(&out[30..34])?.into(),
+            IpAddr::V6(_) => <[u8; 16]>::try_from(&out[38..54])?.into(),
+        };
+        let reply = Frame::new(backend, NAT_BACKEND_PORT, client, 40000)
+            .established()
+            .payload(64)
+            .tcp();
+        Ok((request, reply))
+    };
+    let (request4, reply4) = pair(CLIENT.into(), NAT_VIP.into())?;
+    let (request6, reply6) = pair(CLIENT6.into(), NAT_VIP6.into())?;
+    Ok(NatFrames {
         request4,
         reply4,
         request6,
         reply6,
     })
-}
-
-impl IdentityNat {
-    /// Restores the harness's NAT backends.
-    fn undo(self, h: &mut Harness) -> anyhow::Result<()> {
-        use lb_tests::program::{
-            nat_backend, nat_backend6, NAT6_BACKEND_BASE, NAT_BACKEND_BASE, NAT_BACKEND_PORT,
-        };
-        for i in 0..3u32 {
-            h.dp.set_backend(
-                NAT_BACKEND_BASE + i,
-                backend(nat_backend(i as usize).into(), None, NAT_BACKEND_PORT),
-            )?;
-            h.dp.set_backend(
-                NAT6_BACKEND_BASE + i,
-                backend(nat_backend6(i as usize).into(), None, NAT_BACKEND_PORT),
-            )?;
-        }
-        Ok(())
-    }
 }

@@ -8,6 +8,10 @@
 //!   ACK of the next of 65,536 connections (the SYN is balanced and pinned on this CPU,
 //!   the ACK puts the flow into the shared flow table), so two runs are what starting a
 //!   connection costs;
+//! - `bench_restore` keeps the frame's first 80 bytes (Ethernet, IPv6 and TCP headers), runs
+//!   the balancer and writes them back, so that `repeat` runs every iteration on the frame
+//!   as given even where the balancer rewrites it (NAT); `bench_restore_floor` does the same
+//!   keeping and writing back, and only swaps MACs;
 //! - `bench_cycle_floor` does the same port rewrite, then only swaps MACs and returns
 //!   XDP_TX: the rewrite's own cost, which the benchmark subtracts;
 //! - `bench_stage_*` run the balancer's first stages and stop (XDP_PASS when the stage
@@ -17,7 +21,7 @@
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::Array,
+    maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
 
@@ -88,6 +92,62 @@ pub fn bench_handshake(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_ABORTED;
     }
     crate::run(&ctx)
+}
+
+/// Header bytes `bench_restore` keeps, as 2-byte words: Ethernet (14), IPv6 (40) and TCP
+/// (20) headers, rounded up. Its frames must be at least this long.
+const KEPT_WORDS: usize = 40;
+
+/// The headers `bench_restore` keeps while the balancer runs (the program's stack has no
+/// room for them).
+#[map]
+static BENCH_KEPT: PerCpuArray<[u16; KEPT_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn keep(ctx: &XdpContext) -> bool {
+    let (Some(kept), Some(head)) = (
+        BENCH_KEPT.get_ptr_mut(0),
+        parse::words::<KEPT_WORDS>(ctx, 0),
+    ) else {
+        return false;
+    };
+    // SAFETY: this CPU's entry, used by this program run alone.
+    unsafe { *kept = head };
+    true
+}
+
+#[inline(always)]
+fn write_back(ctx: &XdpContext) -> bool {
+    match BENCH_KEPT.get(0) {
+        Some(kept) => parse::set_words(ctx, 0, *kept).is_some(),
+        None => false,
+    }
+}
+
+#[xdp]
+pub fn bench_restore(ctx: XdpContext) -> u32 {
+    if !keep(&ctx) {
+        return xdp_action::XDP_ABORTED;
+    }
+    let verdict = crate::run(&ctx);
+    if !write_back(&ctx) {
+        return xdp_action::XDP_ABORTED;
+    }
+    verdict
+}
+
+#[xdp]
+pub fn bench_restore_floor(ctx: XdpContext) -> u32 {
+    if !keep(&ctx) {
+        return xdp_action::XDP_ABORTED;
+    }
+    let Some([a, b, c, d, e, f]) = parse::words::<6>(&ctx, 0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    if parse::set_words(&ctx, 0, [d, e, f, a, b, c]).is_none() || !write_back(&ctx) {
+        return xdp_action::XDP_ABORTED;
+    }
+    xdp_action::XDP_TX
 }
 
 #[xdp]

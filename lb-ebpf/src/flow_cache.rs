@@ -56,10 +56,10 @@ fn slot(settings: &Settings, key: &FlowKey) -> Option<*mut FlowCacheEntry> {
 }
 
 /// The cached backend of `pkt`'s flow, if this CPU's slot holds the flow, of the current
-/// epoch, filled less than a second (or the flow's idle timeout) ago (`Settings::tcp_cache_ticks`), and its backend is
-/// still present. A SYN never hits:
-/// it may start a new connection on a reused tuple. The entry of a connection's SYN enters
-/// `FLOWS` here, with the connection's next packet.
+/// epoch, filled less than a second (or the flow's idle timeout) ago
+/// (`Settings::tcp_cache_ticks`), and its backend is still present. A SYN never hits: it may
+/// start a new connection on a reused tuple. The entry of a connection's SYN enters `FLOWS`
+/// here, with the connection's next packet.
 #[inline(always)]
 pub fn lookup(pkt: &Parsed) -> Option<Hit> {
     if pkt.is_syn() {

@@ -54,7 +54,7 @@ pub const MAP_VERSIONS: &[(&str, u32)] = &[
 ];
 
 /// Maps that hold no state worth keeping: each program gets its own.
-const NOT_PINNED: &[&str] = &["SCRATCH", "BENCH_PORT", "FLOW_CACHE"];
+const NOT_PINNED: &[&str] = &["SCRATCH", "BENCH_PORT", "BENCH_KEPT", "FLOW_CACHE"];
 
 /// `enum bpf_map_type` values whose value size aya adjusts at load.
 const DEVMAP: u32 = 14;
