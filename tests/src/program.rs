@@ -101,6 +101,8 @@ pub struct Harness {
     pub nat_table6: Vec<u32>,
     /// Dropped last: the namespace goes after the program.
     pub net: Option<FibNet>,
+    /// The harness's thread stays on one CPU while the harness lives.
+    _cpu: CpuPin,
 }
 
 /// Flow entries stay fresh for the length of any test.
@@ -202,9 +204,7 @@ impl Harness {
         // flow on one CPU, the harness keeps its frames on one: the flow cache is per CPU,
         // and a connection's SYN is pinned in it alone (`Harness::move_to_cpu` tests
         // the other case).
-        // SAFETY: no preconditions.
-        let cpu = unsafe { libc::sched_getcpu() };
-        move_thread_to_cpu(usize::try_from(cpu).context("sched_getcpu")?)?;
+        let cpu = CpuPin::here()?;
         let mut dp = Dataplane::load(table_capacity.max(HARNESS_SLOTS), flow_capacity)?;
         dp.set_settings(Settings {
             hash_seed: SEED,
@@ -317,6 +317,7 @@ impl Harness {
             nat_table,
             nat_table6,
             net,
+            _cpu: cpu,
         })
     }
 
@@ -590,13 +591,44 @@ fn move_thread_to_cpu(cpu: usize) -> anyhow::Result<()> {
         libc::CPU_SET(cpu, &mut set);
         set
     };
+    set_affinity(&set).with_context(|| format!("moving the harness's thread to CPU {cpu}"))
+}
+
+fn set_affinity(set: &libc::cpu_set_t) -> anyhow::Result<()> {
     // SAFETY: the set outlives the call; the size is the set's.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
     if rc != 0 {
-        anyhow::bail!(
-            "sched_setaffinity(cpu {cpu}): {}",
-            std::io::Error::last_os_error()
-        );
+        anyhow::bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Keeps the calling thread on the CPU it runs on; dropped, gives it back the CPUs it had.
+struct CpuPin {
+    previous: libc::cpu_set_t,
+}
+
+impl CpuPin {
+    fn here() -> anyhow::Result<CpuPin> {
+        // SAFETY: a zeroed cpu_set_t is a valid set to write to; the size is the set's.
+        let previous = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+                anyhow::bail!("sched_getaffinity: {}", std::io::Error::last_os_error());
+            }
+            set
+        };
+        // SAFETY: no preconditions.
+        let cpu = unsafe { libc::sched_getcpu() };
+        move_thread_to_cpu(usize::try_from(cpu).context("sched_getcpu")?)?;
+        Ok(CpuPin { previous })
+    }
+}
+
+impl Drop for CpuPin {
+    fn drop(&mut self) {
+        if let Err(e) = set_affinity(&self.previous) {
+            eprintln!("giving the harness's thread its CPUs back: {e:#}");
+        }
+    }
 }
