@@ -26,6 +26,13 @@ pub const DEFAULT_FLOW_CAPACITY: u32 = 1 << 18;
 /// balanced (forwarded or not) minus these found their flow pinned.
 pub const FLOW_STAT_HASHED: u32 = 0;
 
+/// DR packets forwarded from the per-CPU flow cache, without the flow table: the second
+/// entry of `FLOW_STATS`. Over `forwarded_dr` packets, the cache's hit rate.
+pub const FLOW_STAT_CACHE_HITS: u32 = 1;
+
+/// Entries of `FLOW_STATS`.
+pub const FLOW_STATS_LEN: u32 = 2;
+
 /// Value of `FLOWS`: which backend an established flow is pinned to.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -144,6 +144,7 @@ fn cached(ctx: &XdpContext, hit: flow_cache::Hit, bytes: u64) -> Reason {
         return Reason::PassUnknownIface;
     };
     stats::count_vip(hit.vip_id, bytes);
+    stats::count_cache_hit();
     send_to(ctx, iface, hit.backend_id, hit.backend, bytes)
 }
 

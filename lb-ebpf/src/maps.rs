@@ -9,7 +9,10 @@ use aya_ebpf::{
 use lb_common::{
     addr::Addr,
     backend::{Backend, DEFAULT_TABLE_CAPACITY, MAX_BACKENDS},
-    flow::{FlowCacheEntry, FlowEntry, FlowKey, DEFAULT_FLOW_CACHE_SLOTS, DEFAULT_FLOW_CAPACITY},
+    flow::{
+        FlowCacheEntry, FlowEntry, FlowKey, DEFAULT_FLOW_CACHE_SLOTS, DEFAULT_FLOW_CAPACITY,
+        FLOW_STATS_LEN,
+    },
     iface::{IfaceInfo, IfaceSlot, IFACE_CACHE_SLOTS, MAX_IFACES},
     nat::{NatEntry, DEFAULT_NAT_CAPACITY},
     settings::Settings,
@@ -94,9 +97,9 @@ pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(M
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// See `lb_common::flow::FLOW_STAT_HASHED`.
+/// See `lb_common::flow::FLOW_STAT_HASHED` and `FLOW_STAT_CACHE_HITS`.
 #[map]
-pub static FLOW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+pub static FLOW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FLOW_STATS_LEN, 0);
 
 #[map]
 pub static REASON_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);

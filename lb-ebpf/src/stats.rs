@@ -2,7 +2,7 @@
 
 use aya_ebpf::maps::PerCpuArray;
 use lb_common::{
-    flow::FLOW_STAT_HASHED,
+    flow::{FLOW_STAT_CACHE_HITS, FLOW_STAT_HASHED},
     stats::{Counter, Reason},
 };
 
@@ -46,11 +46,22 @@ pub fn count_backend_reply(backend_id: u32, bytes: u64) {
     add(&BACKEND_REPLY_STATS, backend_id, bytes);
 }
 
-/// A packet balanced through the lookup table rather than by its flow's entry.
 #[inline(always)]
-pub fn count_hashed() {
-    if let Some(c) = FLOW_STATS.get_ptr_mut(FLOW_STAT_HASHED) {
+fn count_flow_stat(index: u32) {
+    if let Some(c) = FLOW_STATS.get_ptr_mut(index) {
         // SAFETY: as in `add`.
         unsafe { *c += 1 };
     }
+}
+
+/// A packet balanced through the lookup table rather than by its flow's entry.
+#[inline(always)]
+pub fn count_hashed() {
+    count_flow_stat(FLOW_STAT_HASHED);
+}
+
+/// A DR packet forwarded from the flow cache.
+#[inline(always)]
+pub fn count_cache_hit() {
+    count_flow_stat(FLOW_STAT_CACHE_HITS);
 }

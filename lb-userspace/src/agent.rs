@@ -29,8 +29,8 @@ use crate::{
         self, AgentConfig, AllDown, BackendConfig, Config, ForwardingMode, Protocol, VipConfig,
     },
     control::{
-        BackendStats, Command, ReasonStats, Response, StatsReport, StatusReport, VerdictStats,
-        VipStats,
+        BackendStats, Command, FlowCacheStats, ReasonStats, Response, StatsReport, StatusReport,
+        VerdictStats, VipStats,
     },
     dataplane::Dataplane,
     edit::{self, Edit},
@@ -1055,6 +1055,10 @@ impl Agent {
             vips,
             verdicts,
             reasons,
+            flow_cache: FlowCacheStats {
+                hits: self.dp.flow_cache_hits()?,
+                slots_per_cpu: self.dp.flow_cache_slots(),
+            },
         })
     }
 }

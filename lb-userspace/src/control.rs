@@ -271,6 +271,18 @@ pub struct StatsReport {
     /// Totals per XDP verdict (`tx`, `pass`, `drop`), summed over their reasons.
     pub verdicts: Vec<VerdictStats>,
     pub reasons: Vec<ReasonStats>,
+    #[serde(default)]
+    pub flow_cache: FlowCacheStats,
+}
+
+/// The per-CPU flow cache in front of the flow table.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FlowCacheStats {
+    /// DR packets forwarded from the cache, without the flow table (over `forwarded_dr`:
+    /// its hit rate).
+    pub hits: u64,
+    /// Slots per CPU (`agent.flow_cache_size`).
+    pub slots_per_cpu: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

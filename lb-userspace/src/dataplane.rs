@@ -891,12 +891,26 @@ impl Dataplane {
     /// How many packets were balanced through the lookup table rather than by a flow
     /// entry (`lb_common::flow::FLOW_STAT_HASHED`), over all CPUs.
     pub fn flows_hashed(&self) -> anyhow::Result<u64> {
+        self.flow_stat(lb_common::flow::FLOW_STAT_HASHED)
+    }
+
+    /// DR packets forwarded from the flow cache (`lb_common::flow::FLOW_STAT_CACHE_HITS`),
+    /// over all CPUs.
+    pub fn flow_cache_hits(&self) -> anyhow::Result<u64> {
+        self.flow_stat(lb_common::flow::FLOW_STAT_CACHE_HITS)
+    }
+
+    /// Slots of the flow cache, per CPU.
+    pub fn flow_cache_slots(&self) -> u32 {
+        self.flow_cache_mask + 1
+    }
+
+    fn flow_stat(&self, index: u32) -> anyhow::Result<u64> {
         let m = self
             .ebpf
             .map("FLOW_STATS")
             .ok_or_else(|| anyhow!("map FLOW_STATS missing from the XDP object"))?;
-        let values =
-            PerCpuArray::<_, u64>::try_from(m)?.get(&lb_common::flow::FLOW_STAT_HASHED, 0)?;
+        let values = PerCpuArray::<_, u64>::try_from(m)?.get(&index, 0)?;
         Ok(values.iter().sum())
     }
 

@@ -373,6 +373,18 @@ impl Collector for Snapshot {
             "Entries the flow table holds (agent.flow_table_size)",
             [(Labels::new(), i64::from(self.flow_table_size))],
         )?;
+        counters(
+            &mut e,
+            "lb_flow_cache_hits",
+            "DR packets forwarded from the per-CPU flow cache, without the flow table",
+            [(Labels::new(), s.flow_cache.hits)],
+        )?;
+        gauges(
+            &mut e,
+            "lb_flow_cache_slots",
+            "Slots of the flow cache per CPU (agent.flow_cache_size)",
+            [(Labels::new(), i64::from(s.flow_cache.slots_per_cpu))],
+        )?;
         let m = e.encode_descriptor(
             "lb_maglev_build_duration",
             "Time to build one VIP's Maglev lookup table",

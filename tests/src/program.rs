@@ -44,7 +44,7 @@ pub const TABLE_SIZE: u32 = 4099;
 pub const NAT_TABLE_SIZE: u32 = 2039;
 /// `BPF_PROG_TEST_RUN` without a context runs as if received on loopback.
 pub const LOOPBACK_IFINDEX: u32 = 1;
-const UNRESOLVED_BACKEND_ID: u32 = 3;
+pub const UNRESOLVED_BACKEND_ID: u32 = 3;
 
 /// IPv6 DR VIP (TCP/80, UDP/80) over three IPv6 backends with `BACKEND_MACS`.
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x50);

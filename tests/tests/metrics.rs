@@ -257,6 +257,22 @@ fn metrics_equal_the_maps_and_what_the_client_sent() {
             &[("reason", "forwarded_dr"), ("verdict", "tx")]
         ) >= sent
     );
+    // Packets after a flow's first (a connection's after its SYN) come from the flow cache,
+    // unless their CPU's cache lacks them: some, never more than were forwarded.
+    let hits = value(&s, "lb_flow_cache_hits_total", &[]);
+    assert!(
+        (stats_before.flow_cache.hits as f64..=stats_after.flow_cache.hits as f64).contains(&hits),
+        "lb_flow_cache_hits_total = {hits}, lbctl read {:?} before and {:?} after",
+        stats_before.flow_cache,
+        stats_after.flow_cache
+    );
+    let forwarded = value(
+        &s,
+        "lb_packets_total",
+        &[("reason", "forwarded_dr"), ("verdict", "tx")],
+    );
+    assert!(hits > 0.0 && hits <= forwarded, "{hits} of {forwarded}");
+    assert_eq!(value(&s, "lb_flow_cache_slots", &[]), 8192.0);
 
     // Health: every backend of the TCP VIP is checked, up, and its checks are timed.
     for b in &backends {

@@ -9,7 +9,7 @@ use lb_common::{
 };
 use lb_tests::{
     frames,
-    program::{backend_keys, vip_key, Harness, SEED, TABLE_SIZE},
+    program::{backend_keys, vip_key, Harness, SEED, TABLE_SIZE, UNRESOLVED_BACKEND_ID},
     require_root,
 };
 use lb_userspace::maglev;
@@ -361,5 +361,30 @@ fn cached_flows_follow_a_vip_redefined_with_source_affinity() {
         after.len(),
         1,
         "with affinity, one client, one backend: {after:?}"
+    );
+}
+
+#[test]
+fn the_flow_cache_counts_the_packets_it_forwards() {
+    let mut h = harness!("the_flow_cache_counts_the_packets_it_forwards");
+    let hits = |h: &Harness| h.dp.flow_cache_hits().unwrap();
+    let first = forward(&mut h, &frames::vip_tcp(40000));
+    assert_eq!(hits(&h), 0, "a SYN takes the full path");
+    for _ in 0..3 {
+        assert_eq!(forward(&mut h, &established(40000)), first);
+    }
+    assert_eq!(hits(&h), 3, "the ACK that shares the flow, then two more");
+    // A backend of another VIP removed: the epoch moves on, the next packet takes the
+    // full path (and finds the flow in the flow table), the one after it the cache.
+    h.dp.set_backend(UNRESOLVED_BACKEND_ID, Default::default())
+        .unwrap();
+    assert_eq!(forward(&mut h, &established(40000)), first);
+    assert_eq!(hits(&h), 3);
+    assert_eq!(forward(&mut h, &established(40000)), first);
+    assert_eq!(hits(&h), 4);
+    assert_eq!(
+        h.dp.flows_hashed().unwrap(),
+        1,
+        "only the SYN used the lookup table"
     );
 }

@@ -477,4 +477,19 @@ fn print_stats(s: &StatsReport, rates: Option<(f64, &StatsReport)>) {
             r.reason, r.verdict, r.packets, r.bytes, r.description
         );
     }
+    let forwarded = s
+        .reasons
+        .iter()
+        .find(|r| r.reason == "forwarded_dr")
+        .map_or(0, |r| r.packets);
+    println!();
+    println!(
+        "flow cache: {} of {forwarded} DR packets forwarded from it ({}), {} slots per CPU",
+        s.flow_cache.hits,
+        match forwarded {
+            0 => "-".to_owned(),
+            n => format!("{:.1} %", 100.0 * s.flow_cache.hits as f64 / n as f64),
+        },
+        s.flow_cache.slots_per_cpu
+    );
 }

@@ -48,7 +48,7 @@ pub const MAP_VERSIONS: &[(&str, u32)] = &[
     ("VIP_STATS", 1),
     ("BACKEND_STATS", 1),
     ("REASON_STATS", 1),
-    ("FLOW_STATS", 1),
+    ("FLOW_STATS", 2),
     ("VIP_REPLY_STATS", 1),
     ("BACKEND_REPLY_STATS", 1),
 ];

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::control::{BackendStats, ReasonStats, VipStats};
+use crate::control::{BackendStats, FlowCacheStats, ReasonStats, VipStats};
 
 fn backend(address: &str, state: &str, packets: u64, flows: u64) -> BackendStats {
     BackendStats {
@@ -74,6 +74,10 @@ fn snapshot() -> Snapshot {
                 packets: 30,
                 bytes: 3000,
             }],
+            flow_cache: FlowCacheStats {
+                hits: 21,
+                slots_per_cpu: 8192,
+            },
         },
         attached: true,
         flow_table_size: 1000,
@@ -138,6 +142,8 @@ fn a_snapshot_renders_as_parseable_openmetrics_with_its_values() {
         ("lb_bytes_total", &[("reason", "forwarded_dr")], 3000.0),
         ("lb_flow_table_entries", &[], 9.0),
         ("lb_flow_table_capacity", &[], 1000.0),
+        ("lb_flow_cache_hits_total", &[], 21.0),
+        ("lb_flow_cache_slots", &[], 8192.0),
         ("lb_health_check_up", &b1, 1.0),
         ("lb_health_checks_total", &b1, 9.0),
         ("lb_health_check_consecutive_failures", &b1, 0.0),
