@@ -1,62 +1,60 @@
-//! Packet rate through a real interface: frames from an in-kernel generator cross a veth
-//! into the load-balancer namespace, the program (run by lbd, native XDP, DR) sends them back
-//! out towards the backends, and a sink counts what arrives. In the same run, interleaved,
-//! the same path with the MAC-swapping XDP_TX baseline attached in place of the balancer.
+//! Packet rate through a real interface: frames cross a veth into the load-balancer
+//! namespace, the program (run by lbd, native XDP, DR) sends them back out towards the
+//! backends, and on the other end of the veth `pktloop` counts each one and sends it back in
+//! as the next flow's frame. In the same run, interleaved, the same loop with the
+//! MAC-swapping XDP_TX baseline attached in place of the balancer.
 //!
 //! ```text
-//!  bridge namespace                                        lb namespace
-//!  pktgen (BPF_PROG_TEST_RUN, live frames) ─XDP_TX─► plb ═ veth ═ eth0: xdp_lb (lbd)
-//!  pktsink (XDP on plb): count, drop       ◄──────── plb ═ veth ═ eth0  or xdp_tx_baseline
+//!  bridge namespace                                      lb namespace
+//!  pktloop (XDP on plb): count, next flow ─XDP_TX─► plb ═ veth ═ eth0: xdp_lb (lbd)
+//!                                         ◄──────── plb ═ veth ═ eth0  or xdp_tx_baseline
 //! ```
 //!
-//! The generator and the sink sit on the bridge-side end of the balancer's veth, its
-//! "switch port": the DR frames arriving there carry the backends' MACs, which the sink
-//! counts per backend. This kernel has no pktgen module; the generator is an XDP program
-//! the kernel runs on copies of one crafted frame and transmits.
+//! The loop sits on the bridge-side end of the balancer's veth, its "switch port": the DR
+//! frames arriving there carry the backends' MACs, which it counts per backend. A few
+//! hundred frames sent from a socket start it; after that no frame is allocated, copied or
+//! generated: the rate is what the two programs and two veth hops sustain. (This kernel has
+//! no pktgen module and refuses `BPF_F_TEST_XDP_LIVE_FRAMES`; a socket generator would cost
+//! an skb per frame, more than the balancer.)
 //!
 //! A veth has no hardware queues, interrupts or DMA: a frame sent into it is handled by the
-//! receiving side's NAPI on the CPU that sent it. Each generator thread (pinned, one per
-//! CPU) therefore runs the whole path for its frames: generate, the balancer's program, the
-//! sink. 1 core is one such thread, 2 cores are two, each on its own veth queue: whole-path
-//! figures. The dedicated layout threads the balancer's NAPI into a kthread alone on CPU 1
-//! (generator and sink on CPU 0) and counts that kthread's CPU time; one CPU of generator and
-//! sink cannot saturate the baseline there, so only the per-busy-core figures compare.
+//! receiving side's NAPI on the CPU that sent it, so a loop stays on the CPU it was seeded
+//! from. 1 core is one loop on CPU 0, 2 cores one loop on each CPU, each on its own veth
+//! queues: the CPU time is the whole path (the balancer, the loop, both hops). The dedicated
+//! layout threads NAPI into kthreads, the balancer's alone on CPU 1 and the loop's on CPU 0,
+//! and counts the balancer kthread's CPU time.
 
 use std::{
     collections::BTreeMap,
     net::Ipv4Addr,
+    os::fd::{AsRawFd as _, FromRawFd as _},
     path::Path,
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Mutex,
-    },
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, ensure, Context as _, Result};
 use aya::{
     maps::{Array, PerCpuArray},
-    programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+    programs::{Xdp, XdpMode},
 };
 use lb_tests::{agent::reason_packets, frames::Frame, lab::VIP, netns, Lab, LbdGuard};
 use lb_userspace::dataplane::{HELPERS_OBJECT, PKTGEN_OBJECT};
 use serde::Serialize;
 
-/// The generator's source MAC: the baseline swaps MACs, so its frames reach the sink
-/// addressed to this one; no lab node has it.
+/// The loop's source MAC: the baseline swaps MACs, so its frames come back addressed to
+/// this one; no lab node has it.
 const GEN_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0xfe];
-/// The idle veth the generator is attached to (see `Ends::attach`).
-const HOLDER: &str = "pgen0";
 const SRC_BASE: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 0);
 const PORT_BASE: u16 = 1024;
-/// Frames per kernel batch (NAPI's budget; the kernel allows up to 256).
-const BATCH: u32 = 64;
-/// Frames per `BPF_PROG_TEST_RUN` call; the stop flag is read between calls.
-const CALL_FRAMES: u32 = 1 << 16;
-/// Generator running before the window opens: fills the flow table and settles the CPUs.
+/// Frames circulating per loop: NAPI's batch of 64 twice, well below veth's ring of 256
+/// per queue, so no frame is ever refused for a full queue.
+const IN_FLIGHT: usize = 256;
+/// `PKTGEN_CONFIG` slot of the loop's stop flag.
+const CFG_STOP: u32 = 8;
+/// Loops running before the window opens: fill the flow table and settle the CPUs.
 const WARMUP: Duration = Duration::from_millis(300);
 /// Frames of the lab's own (ARP, multicast) that may reach the balancer's veth beside the
-/// generator's during a round: the only slack the sanity checks allow.
+/// loop's during a round: the only slack the sanity checks allow.
 const STRAY: u64 = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -80,12 +78,12 @@ impl Program {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 enum Layout {
-    /// A generator thread on CPU 0; the balancer and the sink run there too.
+    /// One loop on CPU 0: the balancer and the loop's program both run there.
     OneCore,
-    /// A generator thread on CPU 0 and one on CPU 1, each CPU with its own veth queue.
+    /// A loop on CPU 0 and one on CPU 1, each CPU with its own veth queues.
     TwoCores,
-    /// The balancer's veth queue served by a threaded NAPI kthread on CPU 1, alone there; the
-    /// generator and the sink (threaded too) on CPU 0.
+    /// The balancer's veth queues served by threaded NAPI kthreads on CPU 1, alone there; the
+    /// loop's (threaded too) on CPU 0.
     Dedicated,
 }
 
@@ -99,7 +97,7 @@ impl Layout {
     }
 
     /// Cores the measured threads can keep busy: below 85 % of this, something other than the
-    /// measured side limited the rate (the generator, in the dedicated layout).
+    /// measured side limited the rate (the loop's kthread, in the dedicated layout).
     fn cores(self) -> f64 {
         match self {
             Layout::OneCore | Layout::Dedicated => 1.0,
@@ -107,7 +105,7 @@ impl Layout {
         }
     }
 
-    fn generator_cpus(self) -> &'static [usize] {
+    fn loop_cpus(self) -> &'static [usize] {
         match self {
             Layout::OneCore | Layout::Dedicated => &[0],
             Layout::TwoCores => &[0, 1],
@@ -118,29 +116,30 @@ impl Layout {
 /// One measured window.
 #[derive(Serialize, Clone)]
 struct Sample {
-    /// Frames the sink received per second.
+    /// Frames that came back from the balancer per second.
     pps: f64,
-    /// Frames the generator sent per second (offered load).
-    offered_pps: f64,
-    /// CPU the balancer's side used in the window, in cores: the NAPI kthreads (one core
-    /// layout), or the generator threads that run everything inline (shared layout).
+    /// CPU the balancer's side used in the window, in cores: its NAPI kthreads (dedicated
+    /// layout), or the loops' CPUs, which run everything (shared layouts).
     busy_cores: f64,
     /// Whole-round totals the sanity checks compared (warm-up included).
     totals: Totals,
 }
 
-/// Frame counts over a round, from the generator's side of the veth, the balancer's
-/// side, the program and the sink.
+/// Frame counts over a round, from the loop's side of the veth, the balancer's side, the
+/// program and the loop's own count.
 #[derive(Serialize, Clone, Default)]
 struct Totals {
-    /// Frames the generator's XDP_TX put into the balancer's veth queue.
+    /// Frames sent from a socket to start the loops (they reach the balancer as packets
+    /// from the stack, not as XDP_TX frames).
+    seeded: u64,
+    /// Frames the loop's XDP_TX put into the balancer's veth queue (veth `xdp_tx` on the
+    /// loop's side).
     into_lb: u64,
-    /// Frames the generator sent that found the balancer's queue full (veth
-    /// `xdp_xmit_errors`).
+    /// Frames the loop sent that found the balancer's queue full (`xdp_tx_errors` there).
     lb_queue_full: u64,
     /// Frames the balancer's program ran on (veth `xdp_packets`).
     lb_program_runs: u64,
-    /// XDP_TX frames veth delivered to the sink's side (`xdp_tx`), and those the sink's
+    /// XDP_TX frames veth delivered to the loop's side (`xdp_tx`), and those the loop's
     /// queue refused (`xdp_tx_errors`): together, the program's XDP_TX verdicts.
     lb_xdp_tx: u64,
     lb_xdp_tx_errors: u64,
@@ -148,7 +147,7 @@ struct Totals {
     forwarded_dr: u64,
     /// Frames the program dropped, any reason (lbd only).
     program_drops: u64,
-    /// Frames the sink counted.
+    /// Frames the loop counted coming back.
     sink: u64,
 }
 
@@ -158,11 +157,10 @@ struct Row {
     program: Program,
     samples: Vec<Sample>,
     median_pps: f64,
-    median_offered_pps: f64,
     median_busy_cores: f64,
     /// Received frames per second per fully busy core.
     median_pps_per_busy_core: f64,
-    /// CPU time per frame over the whole path (generator, veth, program, veth, sink).
+    /// CPU time per frame over the whole path (the balancer, veth, the loop, veth).
     ns_per_frame: f64,
     /// `ns_per_frame` minus the baseline's: what the balancer costs per frame in place.
     ns_over_baseline: f64,
@@ -170,7 +168,7 @@ struct Row {
     ratio_to_baseline: Option<f64>,
     ratio_per_busy_core: Option<f64>,
     /// Whether the measured threads were busy (at least 85 % of the layout's cores): if the
-    /// baseline's were not, the generator limited it and only `ratio_per_busy_core` compares.
+    /// baseline's were not, the loop's side limited it and only `ratio_per_busy_core` compares.
     saturated: bool,
     /// Sink totals per backend MAC over every round (the balancer's spread).
     per_destination: BTreeMap<String, u64>,
@@ -202,7 +200,7 @@ struct FlowsRun {
 pub struct Options {
     pub rounds: usize,
     pub window: Duration,
-    /// Distinct flows (source address, source port) the generator cycles through, one
+    /// Distinct flows (source address, source port) the loop cycles through, one
     /// measurement per count.
     pub flows: Vec<u32>,
 }
@@ -233,7 +231,7 @@ fn run_flows(opts: &Options, flows: u32) -> Result<FlowsRun> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     ensure!(
         cpus >= 2,
-        "the packet-rate benchmark needs 2 CPUs (generator and balancer), this machine has {cpus}"
+        "the packet-rate benchmark needs 2 CPUs (the loop and the balancer), this machine has {cpus}"
     );
     let ports = flows.clamp(1, 256);
     let addresses = flows.div_ceil(ports);
@@ -274,23 +272,22 @@ fn run_flows(opts: &Options, flows: u32) -> Result<FlowsRun> {
                 set_threaded(&br_ns, &port, dedicated)?;
                 if dedicated {
                     for pid in napi_threads("eth0")? {
-                        pin(pid, 1, 1)?;
+                        pin(pid, 1, 0)?;
                     }
-                    // Above the generator on its CPU: the sink must keep up, or the
-                    // balancer's transmits fail and the figure measures the sink.
                     for pid in napi_threads(&port)? {
-                        pin(pid, 0, 2)?;
+                        pin(pid, 0, 0)?;
                     }
                 }
                 let before = Counters::read(&lab, &ends, &subject)?;
-                let sample = ends.measure(&br_ns, layout, &frame, opts.window)?;
-                // Frames still in the rings reach the sink before the totals are read.
+                let sample = ends.measure(layout, &frame, opts.window)?;
+                // Frames still in the rings come back before the totals are read.
                 std::thread::sleep(Duration::from_millis(100));
                 let after = Counters::read(&lab, &ends, &subject)?;
                 drop(subject);
                 let got = after.sink_minus(&before);
                 let mut sample = sample;
                 sample.totals = after.totals(&before, &got);
+                sample.totals.seeded = (IN_FLIGHT * layout.loop_cpus().len()) as u64;
                 check(program, &sample.totals, &got, &backend_macs, flows).with_context(|| {
                     format!(
                         "{} / {}, round {round}: a sanity check failed, no figure is reported",
@@ -299,11 +296,10 @@ fn run_flows(opts: &Options, flows: u32) -> Result<FlowsRun> {
                     )
                 })?;
                 println!(
-                    "  {:<21} {:<16} round {round}: {:>6.3} Mpps received, {:>6.3} offered, {:.2} cores busy",
+                    "  {:<21} {:<16} round {round}: {:>6.3} Mpps received, {:.2} cores busy",
                     layout.name(),
                     program.name(),
                     sample.pps / 1e6,
-                    sample.offered_pps / 1e6,
                     sample.busy_cores
                 );
                 samples.entry((li, pi)).or_default().push(sample);
@@ -341,7 +337,6 @@ fn run_flows(opts: &Options, flows: u32) -> Result<FlowsRun> {
                 ns_per_frame: 1e9 / per_core,
                 ns_over_baseline: 1e9 / per_core - base_ns,
                 median_pps: pps,
-                median_offered_pps: median(s.iter().map(|s| s.offered_pps).collect()),
                 median_busy_cores: median(s.iter().map(|s| s.busy_cores).collect()),
                 median_pps_per_busy_core: per_core,
                 ratio_to_baseline: (program == Program::Lb).then_some(pps / base),
@@ -376,8 +371,8 @@ fn print(rows: &[Row], opts: &Options, flows: u32, addresses: u32, ports: u32) {
         opts.window.as_secs_f64()
     );
     println!(
-        "{:<21} {:<16} {:>9} {:>9} {:>6} {:>10} {:>9} {:>9} {:>11}",
-        "layout", "program", "Mpps", "offered", "busy", "Mpps/core", "ns/frame", "vs base", "ratio"
+        "{:<21} {:<16} {:>9} {:>6} {:>10} {:>9} {:>9} {:>11}",
+        "layout", "program", "Mpps", "busy", "Mpps/core", "ns/frame", "vs base", "ratio"
     );
     let base_saturated = |layout: Layout| {
         rows.iter()
@@ -393,11 +388,10 @@ fn print(rows: &[Row], opts: &Options, flows: u32, addresses: u32, ports: u32) {
             }
         });
         println!(
-            "{:<21} {:<16} {:>9.3} {:>9.3} {:>6.2} {:>10.3} {:>9.0} {:>+9.0} {:>11}",
+            "{:<21} {:<16} {:>9.3} {:>6.2} {:>10.3} {:>9.0} {:>+9.0} {:>11}",
             r.layout.name(),
             r.program.name(),
             r.median_pps / 1e6,
-            r.median_offered_pps / 1e6,
             r.median_busy_cores,
             r.median_pps_per_busy_core / 1e6,
             r.ns_per_frame,
@@ -407,7 +401,7 @@ fn print(rows: &[Row], opts: &Options, flows: u32, addresses: u32, ports: u32) {
     }
     println!(
         "(ratio: received pps over the baseline's in the same layout; in brackets, per busy core; \
-         '-' where the baseline's threads were not busy, so the generator limited it. ns/frame: CPU \
+         '-' where the baseline's threads were not busy, so the loop's side limited it. ns/frame: CPU \
          time per frame of the measured threads: the whole path, or the LB core's kthread)"
     );
     for r in rows.iter().filter(|r| r.program == Program::Lb) {
@@ -429,54 +423,42 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// The generator and the sink, loaded in the bridge namespace, the sink attached to the
-/// balancer's port.
+/// The traffic loop, loaded in the bridge namespace and attached to the balancer's port.
 struct Ends {
     ebpf: aya::Ebpf,
+    ns: String,
     ifindex: u32,
 }
 
 impl Ends {
     fn attach(ns: &str, port: &str) -> Result<Ends> {
         let ifindex = netns::ifindex(ns, port)?;
-        // A test run puts its program into the kernel's XDP dispatcher and takes it out
-        // again, and each change waits for an RCU grace period (tens of ms here, per call).
-        // A program attached somewhere stays in the dispatcher, and then a test run changes
-        // nothing: so the generator is also attached, to a veth that carries no traffic.
-        netns::ip(
-            ns,
-            &[
-                "link", "add", HOLDER, "type", "veth", "peer", "name", "pgen1",
-            ],
-        )?;
         let port = port.to_owned();
-        netns::run_in(ns, move || {
+        let ns = ns.to_owned();
+        netns::run_in(&ns.clone(), move || {
             let mut ebpf = aya::Ebpf::load(PKTGEN_OBJECT)
-                .context("loading the packet generator object (run as root)")?;
-            let sink: &mut Xdp = ebpf
-                .program_mut("pktsink")
-                .context("no program pktsink")?
+                .context("loading the packet loop object (run as root)")?;
+            let prog: &mut Xdp = ebpf
+                .program_mut("pktloop")
+                .context("no program pktloop")?
                 .try_into()?;
-            sink.load()?;
-            sink.attach(&port, XdpMode::Driver)
-                .with_context(|| format!("attaching pktsink to {port}"))?;
-            let gen: &mut Xdp = ebpf
-                .program_mut("pktgen")
-                .context("no program pktgen")?
-                .try_into()?;
-            gen.load()?;
-            gen.attach(HOLDER, XdpMode::Driver)
-                .with_context(|| format!("attaching pktgen to {HOLDER}"))?;
-            Ok(Ends { ebpf, ifindex })
+            prog.load()?;
+            prog.attach(&port, XdpMode::Driver)
+                .with_context(|| format!("attaching pktloop to {port}"))?;
+            Ok(Ends { ebpf, ns, ifindex })
         })
     }
 
-    fn configure(&mut self, flows: u32, ports: u32, macs: [u8; 12]) -> Result<()> {
-        let mut config: Array<_, u32> = Array::try_from(
+    fn config(&mut self) -> Result<Array<&mut aya::maps::MapData, u32>> {
+        Ok(Array::try_from(
             self.ebpf
                 .map_mut("PKTGEN_CONFIG")
                 .context("no map PKTGEN_CONFIG")?,
-        )?;
+        )?)
+    }
+
+    fn configure(&mut self, flows: u32, ports: u32, macs: [u8; 12]) -> Result<()> {
+        let mut config = self.config()?;
         for (slot, value) in [
             (0, flows),
             (1, ports),
@@ -492,7 +474,13 @@ impl Ends {
         Ok(())
     }
 
-    /// Frames the sink counted so far, per last byte of the destination MAC.
+    /// Lets frames circulate, or (`true`) drops them as they come back.
+    fn stop(&mut self, stop: bool) -> Result<()> {
+        self.config()?.set(CFG_STOP, u32::from(stop), 0)?;
+        Ok(())
+    }
+
+    /// Frames that came back from the balancer so far, per last byte of the destination MAC.
     fn sink(&self) -> Result<[u64; 256]> {
         let map: PerCpuArray<_, u64> =
             PerCpuArray::try_from(self.ebpf.map("SINK_COUNT").context("no map SINK_COUNT")?)?;
@@ -503,124 +491,124 @@ impl Ends {
         Ok(out)
     }
 
-    fn generator(&self) -> Result<&Xdp> {
-        Ok(self
-            .ebpf
-            .program("pktgen")
-            .context("no program pktgen")?
-            .try_into()?)
-    }
-
-    /// Runs the generator on `layout`'s CPUs for the warm-up and then `window`, and
-    /// measures what the sink received in the window.
-    fn measure(&self, ns: &str, layout: Layout, frame: &[u8], window: Duration) -> Result<Sample> {
-        let gen = self.generator()?;
-        let stop = AtomicBool::new(false);
-        let offered = AtomicU64::new(0);
-        let tids = Mutex::new(Vec::new());
-        let ifindex = self.ifindex;
-        std::thread::scope(|s| -> Result<Sample> {
-            let threads: Vec<_> = layout
-                .generator_cpus()
-                .iter()
-                .map(|&cpu| {
-                    let (stop, offered, tids) = (&stop, &offered, &tids);
-                    s.spawn(move || -> Result<()> {
-                        let _in = netns::enter(ns)?;
-                        pin(0, cpu, 1)?;
-                        // SAFETY: gettid has no preconditions.
-                        let tid = unsafe { libc::gettid() };
-                        tids.lock().unwrap_or_else(|p| p.into_inner()).push(tid);
-                        generate(gen, ifindex, frame, stop, offered)
-                    })
-                })
-                .collect();
-            // Above the generators, so the window closes on time and the counters are
-            // read without a generator in between.
-            realtime(0, 3)?;
-            let result = (|| {
-                std::thread::sleep(WARMUP);
-                // The whole path runs on the generator threads: the softirq that runs
-                // the balancer and the sink runs in their context when the kernel call
-                // ends a batch (when the kernel defers it, in the CPUs' ksoftirqd).
-                let busy = |layout: Layout| -> Result<u64> {
-                    if layout == Layout::Dedicated {
-                        return Ok(napi_threads("eth0")?
-                            .iter()
-                            .filter_map(|pid| cpu_ns(&format!("/proc/{pid}/schedstat")).ok())
-                            .sum());
-                    }
-                    let files: Vec<String> = tids
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
+    /// Seeds a loop on each of `layout`'s CPUs, lets it run for the warm-up and then
+    /// `window`, measures what came back in the window, and stops the loops.
+    fn measure(&mut self, layout: Layout, frame: &[u8], window: Duration) -> Result<Sample> {
+        self.stop(false)?;
+        // The highest CPU first: its seed frames leave queue 0 before CPU 0's arrive, so
+        // each loop keeps to its own CPU's queues.
+        for &cpu in layout.loop_cpus().iter().rev() {
+            seed(&self.ns, self.ifindex, cpu, frame, IN_FLIGHT)?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let result = (|| {
+            std::thread::sleep(WARMUP);
+            let busy = || -> Result<u64> {
+                if layout == Layout::Dedicated {
+                    return Ok(napi_threads("eth0")?
                         .iter()
-                        .map(|tid| format!("/proc/self/task/{tid}/schedstat"))
-                        .chain(
-                            kthreads("ksoftirqd/", layout.generator_cpus())?
-                                .iter()
-                                .map(|pid| format!("/proc/{pid}/schedstat")),
-                        )
-                        .collect();
-                    Ok(files.iter().filter_map(|f| cpu_ns(f).ok()).sum())
-                };
-                let (c0, o0, b0, t0) = (
-                    self.sink()?.iter().sum::<u64>(),
-                    offered.load(Ordering::Relaxed),
-                    busy(layout)?,
-                    Instant::now(),
-                );
-                std::thread::sleep(window);
-                let (c1, o1, b1, t1) = (
-                    self.sink()?.iter().sum::<u64>(),
-                    offered.load(Ordering::Relaxed),
-                    busy(layout)?,
-                    Instant::now(),
-                );
-                let secs = (t1 - t0).as_secs_f64();
-                Ok(Sample {
-                    pps: (c1 - c0) as f64 / secs,
-                    offered_pps: (o1 - o0) as f64 / secs,
-                    busy_cores: b1.saturating_sub(b0) as f64 / 1e9 / secs,
-                    totals: Totals::default(),
-                })
-            })();
-            stop.store(true, Ordering::Relaxed);
-            realtime(0, 0)?;
-            for t in threads {
-                t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
-            }
-            result
-        })
+                        .filter_map(|pid| cpu_ns(&format!("/proc/{pid}/schedstat")).ok())
+                        .sum());
+                }
+                busy_ns(layout.loop_cpus())
+            };
+            let (c0, b0, t0) = (self.sink()?.iter().sum::<u64>(), busy()?, Instant::now());
+            std::thread::sleep(window);
+            let (c1, b1, t1) = (self.sink()?.iter().sum::<u64>(), busy()?, Instant::now());
+            let secs = (t1 - t0).as_secs_f64();
+            Ok(Sample {
+                pps: (c1 - c0) as f64 / secs,
+                busy_cores: b1.saturating_sub(b0) as f64 / 1e9 / secs,
+                totals: Totals::default(),
+            })
+        })();
+        self.stop(true)?;
+        result
     }
 }
 
-/// Sends copies of `frame` through the generator until `stop`; counts them in `offered`.
-fn generate(
-    gen: &Xdp,
-    ifindex: u32,
-    frame: &[u8],
-    stop: &AtomicBool,
-    offered: &AtomicU64,
-) -> Result<()> {
-    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-    // egress_ifindex; the kernel sends XDP_TX frames out of the ingress interface.
-    let len = u32::try_from(frame.len())?;
-    let ctx: Vec<u8> = [0, len, 0, ifindex, 0, 0]
-        .iter()
-        .flat_map(|v: &u32| v.to_ne_bytes())
-        .collect();
-    while !stop.load(Ordering::Relaxed) {
-        gen.test_run(TestRunOptions {
-            data_in: Some(frame),
-            ctx_in: Some(&ctx),
-            repeat: CALL_FRAMES,
-            attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
-            ..Default::default()
+/// Sends `count` copies of `frame` out of `ifindex` (in `ns`) from `cpu`. Past the qdisc,
+/// the kernel gives a frame the sending CPU's transmit queue, and veth hands it to the
+/// peer's receive queue of that number: so a loop seeded from CPU c runs on CPU c's queues.
+fn seed(ns: &str, ifindex: u32, cpu: usize, frame: &[u8], count: usize) -> Result<()> {
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<()> {
+            let _in = netns::enter(ns)?;
+            pin(0, cpu, 0)?;
+            // SAFETY: plain socket calls on a descriptor this closure owns and closes; every
+            // pointer passed lives across its call.
+            unsafe {
+                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+                ensure!(
+                    fd >= 0,
+                    "AF_PACKET socket: {}",
+                    std::io::Error::last_os_error()
+                );
+                let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+                let one: libc::c_int = 1;
+                let rc = libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_PACKET,
+                    libc::PACKET_QDISC_BYPASS,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+                ensure!(
+                    rc == 0,
+                    "PACKET_QDISC_BYPASS: {}",
+                    std::io::Error::last_os_error()
+                );
+                let mut to: libc::sockaddr_ll = std::mem::zeroed();
+                to.sll_family = libc::AF_PACKET as u16;
+                to.sll_protocol = 0x0800u16.to_be();
+                to.sll_ifindex = i32::try_from(ifindex)?;
+                to.sll_halen = 6;
+                to.sll_addr[..6].copy_from_slice(&frame[..6]);
+                for _ in 0..count {
+                    let sent = libc::sendto(
+                        fd.as_raw_fd(),
+                        frame.as_ptr().cast(),
+                        frame.len(),
+                        0,
+                        (&to as *const libc::sockaddr_ll).cast(),
+                        std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                    );
+                    ensure!(
+                        sent == frame.len() as isize,
+                        "seeding the loop: {}",
+                        std::io::Error::last_os_error()
+                    );
+                }
+            }
+            Ok(())
         })
-        .context("BPF_PROG_TEST_RUN (live frames)")?;
-        offered.fetch_add(u64::from(CALL_FRAMES), Ordering::Relaxed);
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// CPU time the given CPUs spent on anything but idling, from `/proc/stat`, in ns.
+fn busy_ns(cpus: &[usize]) -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    // SAFETY: sysconf has no preconditions.
+    let tick_ns = 1_000_000_000 / u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })?;
+    let mut total = 0;
+    for &cpu in cpus {
+        let name = format!("cpu{cpu}");
+        let line = stat
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+            .with_context(|| format!("no {name} in /proc/stat"))?;
+        // user nice system idle iowait irq softirq steal ...
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        ensure!(v.len() >= 7, "short {name} line in /proc/stat: {line}");
+        total += (v[0] + v[1] + v[2] + v[5] + v[6]) * tick_ns;
     }
-    Ok(())
+    Ok(total)
 }
 
 /// What runs on the balancer's `eth0` for one round.
@@ -676,7 +664,7 @@ struct Counters {
     sink: [u64; 256],
     /// `ethtool -S eth0` in the balancer's namespace, summed over queues.
     lb_eth: BTreeMap<String, u64>,
-    /// `ethtool -S <port>` on the generator's side.
+    /// `ethtool -S <port>` on the loop's side.
     port_eth: BTreeMap<String, u64>,
     /// The program's own counters (lbd only; fresh maps per start).
     forwarded_dr: u64,
@@ -720,8 +708,9 @@ impl Counters {
             now.get(key).copied().unwrap_or(0) - then.get(key).copied().unwrap_or(0)
         };
         Totals {
-            into_lb: delta(&self.port_eth, &before.port_eth, "xdp_xmit"),
-            lb_queue_full: delta(&self.port_eth, &before.port_eth, "xdp_xmit_errors"),
+            seeded: 0,
+            into_lb: delta(&self.port_eth, &before.port_eth, "xdp_tx"),
+            lb_queue_full: delta(&self.port_eth, &before.port_eth, "xdp_tx_errors"),
             lb_program_runs: delta(&self.lb_eth, &before.lb_eth, "xdp_packets"),
             lb_xdp_tx: delta(&self.lb_eth, &before.lb_eth, "xdp_tx"),
             lb_xdp_tx_errors: delta(&self.lb_eth, &before.lb_eth, "xdp_tx_errors"),
@@ -741,16 +730,18 @@ fn check(
     backend_macs: &[u8],
     flows: u32,
 ) -> Result<()> {
-    ensure!(t.sink > 0, "the sink received nothing");
-    // Every generated frame that entered the balancer's queue ran through its program (the
-    // bridge adds the odd ARP or multicast frame of its own).
+    ensure!(t.sink > 0, "nothing came back from the balancer");
+    // Every frame seeded or sent by the loop into the balancer's queue ran through its
+    // program (the bridge adds the odd ARP or multicast frame of its own).
+    let sent = t.seeded + t.into_lb;
     ensure!(
-        t.lb_program_runs >= t.into_lb && t.lb_program_runs - t.into_lb <= STRAY,
-        "{} frames entered the balancer's queue, its program ran {} times",
-        t.into_lb,
+        t.lb_program_runs >= sent && t.lb_program_runs - sent <= STRAY,
+        "{} frames entered the balancer's queue ({} seeded), its program ran {} times",
+        sent,
+        t.seeded,
         t.lb_program_runs
     );
-    // Every frame the program sent is at the sink or counted by veth as refused.
+    // Every frame the program sent came back or was counted by veth as refused.
     let (delivered, verdicts) = (t.lb_xdp_tx, t.lb_xdp_tx + t.lb_xdp_tx_errors);
     match program {
         Program::Lb => {
@@ -792,7 +783,7 @@ fn check(
             let to_gen = sink[usize::from(GEN_MAC[5])];
             ensure!(
                 to_gen == t.sink,
-                "{} frames at the sink were not the generator's, swapped",
+                "{} frames at the sink were not the loop's, swapped",
                 t.sink - to_gen
             );
             // The baseline also bounces the bridge's stray frames, which the sink passes.
@@ -844,15 +835,6 @@ fn set_threaded(ns: &str, dev: &str, on: bool) -> Result<()> {
 fn napi_threads(dev: &str) -> Result<Vec<u32>> {
     Ok(threads_named(&format!("napi/{dev}-"))?
         .into_iter()
-        .map(|(_, pid)| pid)
-        .collect())
-}
-
-/// PIDs of the per-CPU kthreads `<prefix><cpu>` of `cpus`.
-fn kthreads(prefix: &str, cpus: &[usize]) -> Result<Vec<u32>> {
-    Ok(threads_named(prefix)?
-        .into_iter()
-        .filter(|(n, _)| cpus.iter().any(|&c| c as u64 == *n))
         .map(|(_, pid)| pid)
         .collect())
 }

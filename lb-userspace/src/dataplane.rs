@@ -46,8 +46,8 @@ pub static NEXT_OBJECT_FOR_TESTS: &[u8] =
 pub static HELPERS_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/helpers"));
 
-/// The packet-rate benchmark's generator (`pktgen`, run in live-frames mode) and sink
-/// (`pktsink`), with their maps.
+/// The packet-rate benchmark's traffic loop (`pktloop`: counts what the balancer sends and
+/// sends it back as the next flow's frame), with its maps.
 pub static PKTGEN_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pktgen"));
 
 /// The configuration maps in a comparable form (see [`Dataplane::snapshot`]).

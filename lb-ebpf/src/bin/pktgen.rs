@@ -1,12 +1,14 @@
-//! The packet-rate benchmark's two ends, in an object of their own (no balancer maps):
-//! - `pktgen`: run by `BPF_PROG_TEST_RUN` in live-frames mode on one crafted IPv4 TCP
-//!   frame; it gives each copy the source address and port of the next flow and returns
-//!   XDP_TX, so the kernel sends it out of the veth it was "received" on, towards the
-//!   balancer. This kernel has no pktgen module, and a generator in XDP costs far less per
-//!   frame than any socket.
-//! - `pktsink`: attached where the balancer's output arrives; counts the generator's
-//!   frames per destination MAC (the backend a DR packet was sent to) and drops them.
-//!   Everything else (ARP, the agent's own traffic) is passed.
+//! The packet-rate benchmark's traffic source and sink, in an object of its own (no
+//! balancer maps): `pktloop`, attached to the bridge-side end of the balancer's veth.
+//!
+//! The benchmark seeds a few hundred frames for the VIP; from then on they circulate. Each
+//! frame the balancer sends back (DR: addressed to a backend's MAC) is counted here per
+//! destination MAC, then rewritten into the next flow's frame (the generator's MACs, the
+//! next source address and port) and sent back to the balancer with XDP_TX. No frame is
+//! allocated or copied on the way: the loop costs what a generator and a sink in XDP cost,
+//! and it runs on kernels that refuse `BPF_F_TEST_XDP_LIVE_FRAMES` or have no pktgen module.
+//! Setting the stop flag drops what arrives, which empties the loop.
+//! Everything else (ARP, the agent's own traffic) is passed.
 #![no_std]
 #![no_main]
 
@@ -24,19 +26,20 @@ const CFG_PORTS: u32 = 1;
 const CFG_SRC_BASE: u32 = 2;
 /// First source port; flow `f` has `port_base + f % ports`.
 const CFG_PORT_BASE: u32 = 3;
-/// The destination (host order) the sink counts.
+/// The destination (host order) of the circulating frames.
 const CFG_DST: u32 = 4;
-/// The Ethernet addresses, 12 bytes from slot 5 (native order): the kernel recycles the
-/// pages of sent frames into the generator's next ones, and the balancer has rewritten
-/// their MACs by then (the rest of the header it leaves alone).
+/// The Ethernet addresses the frames are sent back with, 12 bytes from slot 5 (native
+/// order): destination the balancer, source the generator.
 const CFG_MACS: u32 = 5;
+/// Non-zero: drop the circulating frames (counted first), which stops the loop.
+const CFG_STOP: u32 = 8;
 
 #[map]
-static PKTGEN_CONFIG: Array<u32> = Array::with_max_entries(8, 0);
-/// Per CPU: the next flow to send, so generator threads on several CPUs need no atomics.
+static PKTGEN_CONFIG: Array<u32> = Array::with_max_entries(9, 0);
+/// Per CPU: the next flow to send, so loops on several CPUs need no atomics.
 #[map]
 static PKTGEN_NEXT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
-/// Per CPU, indexed by the last byte of the destination MAC: frames seen by the sink.
+/// Per CPU, indexed by the last byte of the destination MAC: frames that came back.
 #[map]
 static SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(256, 0);
 
@@ -53,13 +56,27 @@ fn config(slot: u32) -> u32 {
 }
 
 #[xdp]
-pub fn pktgen(ctx: XdpContext) -> u32 {
+pub fn pktloop(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
     if start + L4_SPORT + 2 > end {
-        return xdp_action::XDP_ABORTED;
+        return xdp_action::XDP_PASS;
+    }
+    let p = start as *mut u8;
+    // SAFETY: bounds checked above.
+    let (ethertype, dst, mac_last) =
+        unsafe { (read_be16(p.add(12)), read_be32(p.add(IP_DST)), *p.add(5)) };
+    if ethertype != 0x0800 || dst != config(CFG_DST) {
+        return xdp_action::XDP_PASS;
+    }
+    if let Some(c) = SINK_COUNT.get_ptr_mut(u32::from(mac_last)) {
+        // SAFETY: a per-CPU slot.
+        unsafe { *c += 1 };
+    }
+    if config(CFG_STOP) != 0 {
+        return xdp_action::XDP_DROP;
     }
     let Some(next) = PKTGEN_NEXT.get_ptr_mut(0) else {
-        return xdp_action::XDP_ABORTED;
+        return xdp_action::XDP_DROP;
     };
     let (flows, ports) = (config(CFG_FLOWS).max(1), config(CFG_PORTS).max(1));
     // SAFETY: a per-CPU slot, only this CPU's program touches it.
@@ -70,7 +87,6 @@ pub fn pktgen(ctx: XdpContext) -> u32 {
     };
     let src = config(CFG_SRC_BASE).wrapping_add(flow / ports);
     let sport = (config(CFG_PORT_BASE).wrapping_add(flow % ports)) as u16;
-    let p = start as *mut u8;
     // SAFETY: every offset written below lies within the L4_SPORT + 2 bytes checked above;
     // byte-wise writes, so alignment does not matter.
     unsafe {
@@ -92,26 +108,6 @@ pub fn pktgen(ctx: XdpContext) -> u32 {
         write_be16(p.add(IP_CSUM), !(sum as u16));
     }
     xdp_action::XDP_TX
-}
-
-#[xdp]
-pub fn pktsink(ctx: XdpContext) -> u32 {
-    let (start, end) = (ctx.data(), ctx.data_end());
-    if start + IP_DST + 4 > end {
-        return xdp_action::XDP_PASS;
-    }
-    let p = start as *const u8;
-    // SAFETY: bounds checked above.
-    let (ethertype, dst, mac_last) =
-        unsafe { (read_be16(p.add(12)), read_be32(p.add(IP_DST)), *p.add(5)) };
-    if ethertype != 0x0800 || dst != config(CFG_DST) {
-        return xdp_action::XDP_PASS;
-    }
-    if let Some(c) = SINK_COUNT.get_ptr_mut(u32::from(mac_last)) {
-        // SAFETY: a per-CPU slot.
-        unsafe { *c += 1 };
-    }
-    xdp_action::XDP_DROP
 }
 
 #[inline(always)]
