@@ -55,10 +55,11 @@ pub const DEFAULT_FLOW_CACHE_SLOTS: u32 = 1 << 13;
 /// shorter), not at every packet.
 pub const FLOW_CACHE_REFRESH_NS: u64 = 1_000_000_000;
 
-/// Value of `FLOW_CACHE`, a per-CPU direct-mapped cache in front of `FLOWS` for DR flows:
-/// slot [`flow_cache_slot`] of the wire 5-tuple. A packet whose tuple sits in its slot,
-/// of the current epoch and fresh, is forwarded to the cached backend with no hash-map
-/// lookup at all; any other packet takes the full path, which refills the slot.
+/// Value of `FLOW_CACHE`, a per-CPU two-way set-associative cache in front of `FLOWS` for
+/// DR flows: the set of a wire 5-tuple is slot [`flow_cache_slot`] with its lowest bit
+/// cleared and the slot after it. A packet whose tuple sits in its set, of the current
+/// epoch and fresh, is forwarded to the cached backend with no hash-map lookup at all; any
+/// other packet takes the full path, which refills its entry, or the set's older one.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowCacheEntry {

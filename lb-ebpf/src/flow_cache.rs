@@ -1,6 +1,8 @@
 //! The per-CPU flow cache in front of `FLOWS` (see `lb_common::flow::FlowCacheEntry`): an
-//! established DR flow is forwarded from one array slot of this CPU, with no hash-map
-//! lookup, and asks the shared flow table again only once a second.
+//! established DR flow is forwarded from an array slot of this CPU, with no hash-map
+//! lookup, and asks the shared flow table again only once a second. Two-way set
+//! associative: a flow may sit in either slot of its set, so two busy flows whose tuples
+//! hash alike both stay cached instead of evicting each other at every packet.
 
 use aya_ebpf::helpers::bpf_jiffies64;
 use lb_common::{
@@ -50,9 +52,20 @@ fn ticks() -> u64 {
     unsafe { bpf_jiffies64() }
 }
 
+/// The slots of `key`'s set: an even one and the odd one after it. (With a cache of one
+/// slot the second is out of range, and that cache is direct-mapped.)
 #[inline(always)]
-fn slot(settings: &Settings, key: &FlowKey) -> Option<*mut FlowCacheEntry> {
-    FLOW_CACHE.get_ptr_mut(flow_cache_slot(key, settings.flow_cache_mask))
+fn set(settings: &Settings, key: &FlowKey) -> (u32, u32) {
+    let first = flow_cache_slot(key, settings.flow_cache_mask) & !1;
+    (first, first | 1)
+}
+
+/// This CPU's entry in `slot`, if it holds `key`.
+#[inline(always)]
+fn holding(slot: u32, key: &FlowKey) -> Option<&'static mut FlowCacheEntry> {
+    // SAFETY: this CPU's slot; no other program run uses it meanwhile.
+    let e = unsafe { &mut *FLOW_CACHE.get_ptr_mut(slot)? };
+    same(&e.key, key).then_some(e)
 }
 
 /// The cached backend of `pkt`'s flow, if this CPU's slot holds the flow, of the current
@@ -66,9 +79,12 @@ pub fn lookup(pkt: &Parsed) -> Option<Hit> {
         return None;
     }
     let settings = SETTINGS.get(0)?;
-    // SAFETY: this CPU's slot; no other program run uses it meanwhile.
-    let e = unsafe { &mut *slot(settings, &pkt.flow)? };
-    if !same(&e.key, &pkt.flow) || e.epoch != settings.flow_cache_epoch {
+    let (first, second) = set(settings, &pkt.flow);
+    let e = match holding(first, &pkt.flow) {
+        Some(e) => e,
+        None => holding(second, &pkt.flow)?,
+    };
+    if e.epoch != settings.flow_cache_epoch {
         return None;
     }
     let valid_ticks = if pkt.flow.proto == IPPROTO_TCP {
@@ -101,22 +117,45 @@ pub fn lookup(pkt: &Parsed) -> Option<Hit> {
 }
 
 /// Records what the full path decided for `pkt`'s flow; `shared` says whether `FLOWS`
-/// holds it.
+/// holds it. The flow replaces its own entry if its set has one, or else the entry filled
+/// longer ago (one of an older epoch first).
 #[inline(always)]
 pub fn fill(pkt: &Parsed, vip_id: u32, backend_id: u32, shared: bool) {
     let Some(settings) = SETTINGS.get(0) else {
         return;
     };
-    let Some(e) = slot(settings, &pkt.flow) else {
+    let (first, second) = set(settings, &pkt.flow);
+    let Some(a) = FLOW_CACHE.get_ptr_mut(first) else {
         return;
     };
-    // SAFETY: as in `lookup`.
+    let now = ticks();
+    // SAFETY: this CPU's slots, as in `lookup`.
+    let target = unsafe {
+        match FLOW_CACHE.get_ptr_mut(second) {
+            Some(b) if !same(&(*a).key, &pkt.flow) => {
+                let age = |e: &FlowCacheEntry| {
+                    if e.epoch != settings.flow_cache_epoch {
+                        u64::MAX
+                    } else {
+                        now.wrapping_sub(e.filled_ticks)
+                    }
+                };
+                if same(&(*b).key, &pkt.flow) || age(&*b) > age(&*a) {
+                    b
+                } else {
+                    a
+                }
+            }
+            _ => a,
+        }
+    };
+    // SAFETY: as above.
     unsafe {
-        e.write(FlowCacheEntry {
+        target.write(FlowCacheEntry {
             key: pkt.flow,
             backend_id,
             vip_id,
-            filled_ticks: ticks(),
+            filled_ticks: now,
             epoch: settings.flow_cache_epoch,
             shared: shared as u32,
         })

@@ -2,14 +2,20 @@
 //! backend when the lookup table changes; new connections, removed backends and idle
 //! flows go through the table again.
 
+use std::{collections::BTreeMap, net::IpAddr};
+
 use lb_common::{
+    addr,
+    flow::{flow_cache_slot, FlowKey},
     settings::Settings,
     stats::{Reason, Verdict},
     vip::{VipInfo, MODE_DR, VIP_F_ALL_DOWN_PASS, VIP_F_SOURCE_AFFINITY},
 };
 use lb_tests::{
     frames,
-    program::{backend_keys, vip_key, Harness, SEED, TABLE_SIZE, UNRESOLVED_BACKEND_ID},
+    program::{
+        backend_keys, vip_key, Harness, CLIENT, SEED, TABLE_SIZE, UNRESOLVED_BACKEND_ID, VIP,
+    },
     require_root,
 };
 use lb_userspace::maglev;
@@ -387,4 +393,59 @@ fn the_flow_cache_counts_the_packets_it_forwards() {
         1,
         "only the SYN used the lookup table"
     );
+}
+
+/// Three source ports whose `frames::vip_tcp` tuples take the same flow-cache slot (so a
+/// direct-mapped cache could hold only one of them at a time).
+fn ports_of_one_slot(h: &Harness) -> [u16; 3] {
+    let mask = h.dp.flow_cache_slots() - 1;
+    let slot = |sport: u16| {
+        let key = FlowKey {
+            src: addr::from_ip(IpAddr::V4(CLIENT)),
+            dst: addr::from_ip(IpAddr::V4(VIP)),
+            sport_be: sport.to_be(),
+            dport_be: 80u16.to_be(),
+            proto: 6,
+            _pad: [0; 3],
+        };
+        flow_cache_slot(&key, mask)
+    };
+    let mut by_slot: BTreeMap<u32, Vec<u16>> = BTreeMap::new();
+    for port in 1024..=u16::MAX {
+        let ports = by_slot.entry(slot(port)).or_default();
+        ports.push(port);
+        if let [a, b, c] = ports[..] {
+            return [a, b, c];
+        }
+    }
+    panic!("no three ports share a slot of {} (mask {mask})", mask + 1);
+}
+
+#[test]
+fn two_busy_flows_of_one_cache_slot_both_stay_cached() {
+    let mut h = harness!("two_busy_flows_of_one_cache_slot_both_stay_cached");
+    let hits = |h: &Harness| h.dp.flow_cache_hits().unwrap();
+    let [a, b, c] = ports_of_one_slot(&h);
+    for port in [a, b] {
+        let first = forward(&mut h, &frames::vip_tcp(port));
+        assert_eq!(forward(&mut h, &established(port)), first);
+    }
+    let before = hits(&h);
+    for _ in 0..3 {
+        forward(&mut h, &established(a));
+        forward(&mut h, &established(b));
+    }
+    assert_eq!(
+        hits(&h) - before,
+        6,
+        "ports {a} and {b}, alternating, both forwarded from the cache"
+    );
+    // A third flow of the set takes the place of the entry filled longer ago: `a`'s.
+    let first = forward(&mut h, &frames::vip_tcp(c));
+    assert_eq!(forward(&mut h, &established(c)), first);
+    let before = hits(&h);
+    forward(&mut h, &established(b));
+    assert_eq!(hits(&h) - before, 1, "port {b} still cached");
+    forward(&mut h, &established(a));
+    assert_eq!(hits(&h) - before, 1, "port {a} replaced by port {c}");
 }
