@@ -145,6 +145,8 @@ struct Totals {
     lb_xdp_tx_errors: u64,
     /// The program's own count of DR forwards (lbd's `forwarded_dr`; 0 for the baseline).
     forwarded_dr: u64,
+    /// Of those, the frames forwarded from the per-CPU flow cache (lbd only).
+    cache_hits: u64,
     /// Frames the program dropped, any reason (lbd only).
     program_drops: u64,
     /// Frames the loop counted coming back.
@@ -170,6 +172,8 @@ struct Row {
     /// Whether the measured threads were busy (at least 85 % of the layout's cores): if the
     /// baseline's were not, the loop's side limited it and only `ratio_per_busy_core` compares.
     saturated: bool,
+    /// Share of the balancer's forwards that came from its flow cache, over every round.
+    flow_cache_share: Option<f64>,
     /// Sink totals per backend MAC over every round (the balancer's spread).
     per_destination: BTreeMap<String, u64>,
 }
@@ -296,11 +300,15 @@ fn run_flows(opts: &Options, flows: u32) -> Result<FlowsRun> {
                     )
                 })?;
                 println!(
-                    "  {:<21} {:<16} round {round}: {:>6.3} Mpps received, {:.2} cores busy",
+                    "  {:<21} {:<16} round {round}: {:>6.3} Mpps received, {:.2} cores busy{}",
                     layout.name(),
                     program.name(),
                     sample.pps / 1e6,
-                    sample.busy_cores
+                    sample.busy_cores,
+                    cache_share(&sample.totals).map_or(String::new(), |c| format!(
+                        ", {:.1} % from the flow cache",
+                        c * 100.0
+                    ))
                 );
                 samples.entry((li, pi)).or_default().push(sample);
                 let total = spread.entry((li, pi)).or_insert([0; 256]);
@@ -343,6 +351,11 @@ fn run_flows(opts: &Options, flows: u32) -> Result<FlowsRun> {
                 ratio_per_busy_core: (program == Program::Lb).then_some(per_core / base_per_core),
                 saturated: median(s.iter().map(|s| s.busy_cores).collect())
                     >= 0.85 * layout.cores(),
+                flow_cache_share: cache_share(&Totals {
+                    forwarded_dr: s.iter().map(|s| s.totals.forwarded_dr).sum(),
+                    cache_hits: s.iter().map(|s| s.totals.cache_hits).sum(),
+                    ..Totals::default()
+                }),
                 samples: s.clone(),
                 per_destination,
             });
@@ -371,8 +384,8 @@ fn print(rows: &[Row], opts: &Options, flows: u32, addresses: u32, ports: u32) {
         opts.window.as_secs_f64()
     );
     println!(
-        "{:<21} {:<16} {:>9} {:>6} {:>10} {:>9} {:>9} {:>11}",
-        "layout", "program", "Mpps", "busy", "Mpps/core", "ns/frame", "vs base", "ratio"
+        "{:<21} {:<16} {:>9} {:>6} {:>10} {:>9} {:>9} {:>11} {:>7}",
+        "layout", "program", "Mpps", "busy", "Mpps/core", "ns/frame", "vs base", "ratio", "cached"
     );
     let base_saturated = |layout: Layout| {
         rows.iter()
@@ -388,7 +401,7 @@ fn print(rows: &[Row], opts: &Options, flows: u32, addresses: u32, ports: u32) {
             }
         });
         println!(
-            "{:<21} {:<16} {:>9.3} {:>6.2} {:>10.3} {:>9.0} {:>+9.0} {:>11}",
+            "{:<21} {:<16} {:>9.3} {:>6.2} {:>10.3} {:>9.0} {:>+9.0} {:>11} {:>7}",
             r.layout.name(),
             r.program.name(),
             r.median_pps / 1e6,
@@ -396,13 +409,16 @@ fn print(rows: &[Row], opts: &Options, flows: u32, addresses: u32, ports: u32) {
             r.median_pps_per_busy_core / 1e6,
             r.ns_per_frame,
             r.ns_over_baseline,
-            ratio
+            ratio,
+            r.flow_cache_share
+                .map_or(String::new(), |c| format!("{:.1} %", c * 100.0))
         );
     }
     println!(
         "(ratio: received pps over the baseline's in the same layout; in brackets, per busy core; \
          '-' where the baseline's threads were not busy, so the loop's side limited it. ns/frame: CPU \
-         time per frame of the measured threads: the whole path, or the LB core's kthread)"
+         time per frame of the measured threads: the whole path, or the LB core's kthread. cached: \
+         share of the balancer's forwards from its per-CPU flow cache)"
     );
     for r in rows.iter().filter(|r| r.program == Program::Lb) {
         let ratio = if base_saturated(r.layout) {
@@ -416,6 +432,11 @@ fn print(rows: &[Row], opts: &Options, flows: u32, addresses: u32, ports: u32) {
             if ratio >= 0.8 { "met" } else { "NOT met" }
         );
     }
+}
+
+/// Cache hits over DR forwards, for the balancer's rounds.
+fn cache_share(t: &Totals) -> Option<f64> {
+    (t.forwarded_dr > 0).then(|| t.cache_hits as f64 / t.forwarded_dr as f64)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -668,12 +689,13 @@ struct Counters {
     port_eth: BTreeMap<String, u64>,
     /// The program's own counters (lbd only; fresh maps per start).
     forwarded_dr: u64,
+    cache_hits: u64,
     dropped: u64,
 }
 
 impl Counters {
     fn read(lab: &Lab, ends: &Ends, subject: &Subject<'_>) -> Result<Counters> {
-        let (forwarded_dr, dropped) = match subject {
+        let (forwarded_dr, cache_hits, dropped) = match subject {
             Subject::Lb(lbd) => {
                 let s = lbd.stats()?;
                 let dropped = s
@@ -682,15 +704,20 @@ impl Counters {
                     .filter(|v| v.verdict == "drop")
                     .map(|v| v.packets)
                     .sum();
-                (reason_packets(&s, "forwarded_dr"), dropped)
+                (
+                    reason_packets(&s, "forwarded_dr"),
+                    s.flow_cache.hits,
+                    dropped,
+                )
             }
-            Subject::Baseline { .. } => (0, 0),
+            Subject::Baseline { .. } => (0, 0, 0),
         };
         Ok(Counters {
             sink: ends.sink()?,
             lb_eth: ethtool(&lab.lb().ns, "eth0")?,
             port_eth: ethtool(lab.bridge_ns(), &lab.lb().bridge_port)?,
             forwarded_dr,
+            cache_hits,
             dropped,
         })
     }
@@ -715,6 +742,7 @@ impl Counters {
             lb_xdp_tx: delta(&self.lb_eth, &before.lb_eth, "xdp_tx"),
             lb_xdp_tx_errors: delta(&self.lb_eth, &before.lb_eth, "xdp_tx_errors"),
             forwarded_dr: self.forwarded_dr - before.forwarded_dr,
+            cache_hits: self.cache_hits - before.cache_hits,
             program_drops: self.dropped - before.dropped,
             sink: sink.iter().sum(),
         }
