@@ -22,6 +22,9 @@ pub fn describe() -> Machine {
                 .map(|r| r.trim_start_matches([' ', '\t', ':']).to_owned())
         })
         .unwrap_or_else(|| "unknown".into());
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Online CPUs, not `available_parallelism`: a benchmark that pinned its thread to one
+    // CPU would report that one.
+    // SAFETY: sysconf has no preconditions.
+    let cpus = usize::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).unwrap_or(1);
     Machine { kernel, cpu, cpus }
 }
