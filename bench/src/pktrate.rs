@@ -283,7 +283,9 @@ fn run_flows(opts: &Options, flows: u32) -> Result<FlowsRun> {
                     }
                 }
                 let before = Counters::read(&lab, &ends, &subject)?;
-                let sample = ends.measure(layout, &frame, opts.window)?;
+                let sample = ends.measure(layout, &frame, opts.window).with_context(|| {
+                    format!("{} / {}, round {round}", layout.name(), program.name())
+                })?;
                 // Frames still in the rings come back before the totals are read.
                 std::thread::sleep(Duration::from_millis(100));
                 let after = Counters::read(&lab, &ends, &subject)?;
@@ -503,26 +505,43 @@ impl Ends {
 
     /// Frames that came back from the balancer so far, per last byte of the destination MAC.
     fn sink(&self) -> Result<[u64; 256]> {
-        let map: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map("SINK_COUNT").context("no map SINK_COUNT")?)?;
         let mut out = [0u64; 256];
         for (i, o) in out.iter_mut().enumerate() {
-            *o = map.get(&(i as u32), 0)?.iter().sum();
+            *o = self.sink_counts(i as u32)?.iter().sum();
         }
         Ok(out)
+    }
+
+    /// Frames that came back so far, per CPU that counted them.
+    fn sink_per_cpu(&self) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for i in 0..256 {
+            let counts = self.sink_counts(i)?;
+            out.resize(counts.len(), 0);
+            for (o, c) in out.iter_mut().zip(counts.iter()) {
+                *o += c;
+            }
+        }
+        Ok(out)
+    }
+
+    fn sink_counts(&self, mac_last: u32) -> Result<aya::maps::PerCpuValues<u64>> {
+        let map: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("SINK_COUNT").context("no map SINK_COUNT")?)?;
+        Ok(map.get(&mac_last, 0)?)
     }
 
     /// Seeds a loop on each of `layout`'s CPUs, lets it run for the warm-up and then
     /// `window`, measures what came back in the window, and stops the loops.
     fn measure(&mut self, layout: Layout, frame: &[u8], window: Duration) -> Result<Sample> {
         self.stop(false)?;
-        // The highest CPU first: its seed frames leave queue 0 before CPU 0's arrive, so
-        // each loop keeps to its own CPU's queues.
-        for &cpu in layout.loop_cpus().iter().rev() {
-            seed(&self.ns, self.ifindex, cpu, frame, IN_FLIGHT)?;
-            std::thread::sleep(Duration::from_millis(20));
-        }
         let result = (|| {
+            // The highest CPU first: its seed frames leave queue 0 before CPU 0's arrive, so
+            // each loop keeps to its own CPU's queues.
+            for &cpu in layout.loop_cpus().iter().rev() {
+                seed(&self.ns, self.ifindex, cpu, frame, IN_FLIGHT)?;
+                std::thread::sleep(Duration::from_millis(20));
+            }
             std::thread::sleep(WARMUP);
             let busy = || -> Result<u64> {
                 if layout == Layout::Dedicated {
@@ -533,10 +552,32 @@ impl Ends {
                 }
                 busy_ns(layout.loop_cpus())
             };
-            let (c0, b0, t0) = (self.sink()?.iter().sum::<u64>(), busy()?, Instant::now());
+            let (c0, b0, t0) = (self.sink_per_cpu()?, busy()?, Instant::now());
             std::thread::sleep(window);
-            let (c1, b1, t1) = (self.sink()?.iter().sum::<u64>(), busy()?, Instant::now());
+            let (c1, b1, t1) = (self.sink_per_cpu()?, busy()?, Instant::now());
             let secs = (t1 - t0).as_secs_f64();
+            let per_cpu: Vec<u64> = c1.iter().zip(&c0).map(|(a, b)| a - b).collect();
+            let (c0, c1) = (c0.iter().sum::<u64>(), c1.iter().sum::<u64>());
+            // The loops ran where the layout puts them: each of its CPUs counted its share,
+            // no other CPU more than a stray frame (merged or wandering loops would measure
+            // another layout).
+            let loops = layout.loop_cpus();
+            for (cpu, &n) in per_cpu.iter().enumerate() {
+                let share = n as f64 / (c1 - c0).max(1) as f64;
+                if loops.contains(&cpu) {
+                    ensure!(
+                        share >= 0.5 / loops.len() as f64,
+                        "CPU {cpu} looped {:.1} % of the frames, expected about {:.0} %",
+                        share * 100.0,
+                        100.0 / loops.len() as f64
+                    );
+                } else {
+                    ensure!(
+                        n <= STRAY,
+                        "CPU {cpu}, not in the layout, looped {n} frames"
+                    );
+                }
+            }
             Ok(Sample {
                 pps: (c1 - c0) as f64 / secs,
                 busy_cores: b1.saturating_sub(b0) as f64 / 1e9 / secs,
