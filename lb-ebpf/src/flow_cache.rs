@@ -4,7 +4,7 @@
 //! associative: a flow may sit in either slot of its set, so two busy flows whose tuples
 //! hash alike both stay cached instead of evicting each other at every packet.
 
-use aya_ebpf::helpers::bpf_jiffies64;
+use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_jiffies64};
 use lb_common::{
     backend::Backend,
     flow::{flow_cache_slot, FlowCacheEntry, FlowEntry, FlowKey},
@@ -52,19 +52,23 @@ fn ticks() -> u64 {
     unsafe { bpf_jiffies64() }
 }
 
-/// The slots of `key`'s set: an even one and the odd one after it. (With a cache of one
-/// slot the second is out of range, and that cache is direct-mapped.)
+/// The two `FLOW_CACHE` indexes of `key`'s set in this CPU's slots: an even slot and the
+/// odd one after it. (With one slot per CPU, that slot twice: a direct-mapped cache.)
 #[inline(always)]
 fn set(settings: &Settings, key: &FlowKey) -> (u32, u32) {
-    let first = flow_cache_slot(key, settings.flow_cache_mask) & !1;
-    (first, first | 1)
+    let mask = settings.flow_cache_mask;
+    // SAFETY: no preconditions. XDP runs with migration disabled: the CPU stays the same
+    // for the whole program run.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let first = cpu.wrapping_mul(mask.wrapping_add(1)) + (flow_cache_slot(key, mask) & !1);
+    (first, first + (mask & 1))
 }
 
-/// This CPU's entry in `slot`, if it holds `key`.
+/// The entry at `index`, if it holds `key`.
 #[inline(always)]
-fn holding(slot: u32, key: &FlowKey) -> Option<&'static mut FlowCacheEntry> {
-    // SAFETY: this CPU's slot; no other program run uses it meanwhile.
-    let e = unsafe { &mut *FLOW_CACHE.get_ptr_mut(slot)? };
+fn holding(index: u32, key: &FlowKey) -> Option<&'static mut FlowCacheEntry> {
+    // SAFETY: one of this CPU's slots; no other program run uses them meanwhile.
+    let e = unsafe { &mut *FLOW_CACHE.get_ptr_mut(index)? };
     same(&e.key, key).then_some(e)
 }
 

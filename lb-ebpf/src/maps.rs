@@ -47,15 +47,19 @@ pub static BACKEND_TABLE: Array<u32> =
 pub static FLOWS: LruHashMap<FlowKey, FlowEntry> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, 0);
 
-/// Per CPU: the flow cache in front of `FLOWS` (see `lb_common::flow::FlowCacheEntry`).
-/// The agent sizes it at load and tells the program the size (`Settings::flow_cache_mask`).
+/// Per CPU: the flow cache in front of `FLOWS` (see `lb_common::flow::FlowCacheEntry`),
+/// CPU `c`'s slots at `c * slots ..`. One plain array rather than a per-CPU one: a per-CPU
+/// array reaches each element through a pointer table and aligns it to 8 bytes only, so a
+/// 64-byte entry could span two cache lines; `BPF_F_MMAPABLE` page-aligns this array's
+/// values, so each entry is one line. The agent sizes it at load (slots per CPU times the
+/// possible CPUs) and tells the program the slots per CPU (`Settings::flow_cache_mask`).
 /// A connection's SYN is pinned here alone, on its CPU, until the connection's next packet
 /// puts it into `FLOWS`: should that packet arrive on another CPU (no RSS, or its
 /// indirection changed) while the lookup table changed between the two packets, the
 /// handshake lands on the new backend, which resets it, and the client retries.
 #[map]
-pub static FLOW_CACHE: PerCpuArray<FlowCacheEntry> =
-    PerCpuArray::with_max_entries(DEFAULT_FLOW_CACHE_SLOTS, 0);
+pub static FLOW_CACHE: Array<FlowCacheEntry> =
+    Array::with_max_entries(DEFAULT_FLOW_CACHE_SLOTS, BPF_F_MMAPABLE);
 
 /// NAT connections by reply tuple → the VIP their replies must come from (see
 /// `lb_common::nat`, also for what happens when it is full). The agent sizes it at load.

@@ -219,11 +219,17 @@ impl Dataplane {
             n if n.is_power_of_two() => n,
             n => bail!("flow cache slots must be a power of two, not {n}"),
         };
+        // Each CPU's slots in one page-aligned array (see the map's comment).
+        let cpus = nr_cpus().map_err(|(_, e)| e)?;
+        let cache_entries = u32::try_from(cpus)
+            .ok()
+            .and_then(|c| c.checked_mul(cache_slots))
+            .with_context(|| format!("{cache_slots} flow cache slots times {cpus} CPUs"))?;
         let sizes = std::collections::HashMap::from([
             ("BACKEND_TABLE", table_capacity),
             ("FLOWS", flow_capacity),
             ("NAT_CONNS", flow_capacity),
-            ("FLOW_CACHE", cache_slots),
+            ("FLOW_CACHE", cache_entries),
         ]);
         let mut adoption = Adoption::default();
         let pin_dir = options.pin_dir.map(pins::PinDir::open).transpose()?;
