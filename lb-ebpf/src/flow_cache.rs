@@ -72,8 +72,8 @@ fn holding(index: u32, key: &FlowKey) -> Option<&'static mut FlowCacheEntry> {
     same(&e.key, key).then_some(e)
 }
 
-/// The cached backend of `pkt`'s flow, if this CPU's slot holds the flow, of the current
-/// epoch, filled less than a second (or the flow's idle timeout) ago
+/// The cached backend of `pkt`'s flow, if a slot of its set on this CPU holds the flow,
+/// of the current epoch, filled less than a second (or the flow's idle timeout) ago
 /// (`Settings::tcp_cache_ticks`), and its backend is still present. A SYN never hits: it may
 /// start a new connection on a reused tuple. The entry of a connection's SYN enters `FLOWS`
 /// here, with the connection's next packet.

@@ -224,7 +224,12 @@ impl Dataplane {
         let cache_entries = u32::try_from(cpus)
             .ok()
             .and_then(|c| c.checked_mul(cache_slots))
-            .with_context(|| format!("{cache_slots} flow cache slots times {cpus} CPUs"))?;
+            .with_context(|| {
+                format!(
+                    "a flow cache of {cache_slots} slots for each of {cpus} CPUs is more than a \
+                     map holds: lower agent.flow_cache_size"
+                )
+            })?;
         let sizes = std::collections::HashMap::from([
             ("BACKEND_TABLE", table_capacity),
             ("FLOWS", flow_capacity),
