@@ -456,9 +456,8 @@ struct Ends {
 impl Ends {
     fn attach(ns: &str, port: &str) -> Result<Ends> {
         let ifindex = netns::ifindex(ns, port)?;
-        let port = port.to_owned();
-        let ns = ns.to_owned();
-        netns::run_in(&ns.clone(), move || {
+        let (port, ns_name) = (port.to_owned(), ns.to_owned());
+        netns::run_in(ns, move || {
             let mut ebpf = aya::Ebpf::load(PKTGEN_OBJECT)
                 .context("loading the packet loop object (run as root)")?;
             let prog: &mut Xdp = ebpf
@@ -468,7 +467,11 @@ impl Ends {
             prog.load()?;
             prog.attach(&port, XdpMode::Driver)
                 .with_context(|| format!("attaching pktloop to {port}"))?;
-            Ok(Ends { ebpf, ns, ifindex })
+            Ok(Ends {
+                ebpf,
+                ns: ns_name,
+                ifindex,
+            })
         })
     }
 
