@@ -9,7 +9,8 @@ use std::{
 };
 
 use anyhow::Context as _;
-use lb_common::flow::{flow_hash, FlowKey};
+use lb_common::flow::flow_hash;
+use lb_tests::program::flow_key;
 use lb_userspace::{
     dataplane::{Dataplane, EBPF_OBJECT},
     maglev::{self, BackendKey},
@@ -66,16 +67,13 @@ fn flows_moved(
     let m = a.len() as u32;
     let mut moved = 0;
     for i in 0..FLOWS {
-        let key = FlowKey {
-            src: lb_common::addr::from_ip(IpAddr::V4(Ipv4Addr::from(
-                0xc000_0000 ^ i.wrapping_mul(2_654_435_761),
-            ))),
-            dst: lb_common::addr::from_ip(IpAddr::V4(Ipv4Addr::new(10, 99, 0, 50))),
-            sport_be: ((i % 28_000) as u16 + 32_768).to_be(),
-            dport_be: 80u16.to_be(),
-            proto: 6,
-            _pad: [0; 3],
-        };
+        let key = flow_key(
+            IpAddr::V4(Ipv4Addr::from(0xc000_0000 ^ i.wrapping_mul(2_654_435_761))),
+            (i % 28_000) as u16 + 32_768,
+            IpAddr::V4(Ipv4Addr::new(10, 99, 0, 50)),
+            80,
+            6,
+        );
         let slot = (flow_hash(&key, SEED) % m) as usize;
         if a_set[a[slot] as usize].0 != b_set[b[slot] as usize].0 {
             moved += 1;

@@ -46,8 +46,8 @@ use serde::Serialize;
 const GEN_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0xfe];
 const SRC_BASE: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 0);
 const PORT_BASE: u16 = 1024;
-/// Frames circulating per loop: NAPI's batch of 64 twice, well below veth's ring of 256
-/// per queue, so no frame is ever refused for a full queue.
+/// Frames circulating per loop: four NAPI batches of 64, and no more than veth's ring of
+/// 256 per queue, so no frame is ever refused for a full queue.
 const IN_FLIGHT: usize = 256;
 /// `PKTGEN_CONFIG` slot of the loop's stop flag.
 const CFG_STOP: u32 = 8;
@@ -292,8 +292,8 @@ fn run_flows(opts: &Options, flows: u32) -> Result<FlowsRun> {
                 drop(subject);
                 let got = after.sink_minus(&before);
                 let mut sample = sample;
-                sample.totals = after.totals(&before, &got);
-                sample.totals.seeded = (IN_FLIGHT * layout.loop_cpus().len()) as u64;
+                let seeded = (IN_FLIGHT * layout.loop_cpus().len()) as u64;
+                sample.totals = after.totals(&before, &got, seeded);
                 check(program, &sample.totals, &got, &backend_macs, flows).with_context(|| {
                     format!(
                         "{} / {}, round {round}: a sanity check failed, no figure is reported",
@@ -307,10 +307,10 @@ fn run_flows(opts: &Options, flows: u32) -> Result<FlowsRun> {
                     program.name(),
                     sample.pps / 1e6,
                     sample.busy_cores,
-                    cache_share(&sample.totals).map_or(String::new(), |c| format!(
-                        ", {:.1} % from the flow cache",
-                        c * 100.0
-                    ))
+                    cache_share(sample.totals.forwarded_dr, sample.totals.cache_hits).map_or(
+                        String::new(),
+                        |c| format!(", {:.1} % from the flow cache", c * 100.0)
+                    )
                 );
                 samples.entry((li, pi)).or_default().push(sample);
                 let total = spread.entry((li, pi)).or_insert([0; 256]);
@@ -353,11 +353,10 @@ fn run_flows(opts: &Options, flows: u32) -> Result<FlowsRun> {
                 ratio_per_busy_core: (program == Program::Lb).then_some(per_core / base_per_core),
                 saturated: median(s.iter().map(|s| s.busy_cores).collect())
                     >= 0.85 * layout.cores(),
-                flow_cache_share: cache_share(&Totals {
-                    forwarded_dr: s.iter().map(|s| s.totals.forwarded_dr).sum(),
-                    cache_hits: s.iter().map(|s| s.totals.cache_hits).sum(),
-                    ..Totals::default()
-                }),
+                flow_cache_share: cache_share(
+                    s.iter().map(|s| s.totals.forwarded_dr).sum(),
+                    s.iter().map(|s| s.totals.cache_hits).sum(),
+                ),
                 samples: s.clone(),
                 per_destination,
             });
@@ -437,8 +436,8 @@ fn print(rows: &[Row], opts: &Options, flows: u32, addresses: u32, ports: u32) {
 }
 
 /// Cache hits over DR forwards, for the balancer's rounds.
-fn cache_share(t: &Totals) -> Option<f64> {
-    (t.forwarded_dr > 0).then(|| t.cache_hits as f64 / t.forwarded_dr as f64)
+fn cache_share(forwarded_dr: u64, cache_hits: u64) -> Option<f64> {
+    (forwarded_dr > 0).then(|| cache_hits as f64 / forwarded_dr as f64)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -560,13 +559,13 @@ impl Ends {
             let (c1, b1, t1) = (self.sink_per_cpu()?, busy()?, Instant::now());
             let secs = (t1 - t0).as_secs_f64();
             let per_cpu: Vec<u64> = c1.iter().zip(&c0).map(|(a, b)| a - b).collect();
-            let (c0, c1) = (c0.iter().sum::<u64>(), c1.iter().sum::<u64>());
+            let came_back: u64 = per_cpu.iter().sum();
             // The loops ran where the layout puts them: each of its CPUs counted its share,
             // no other CPU more than a stray frame (merged or wandering loops would measure
             // another layout).
             let loops = layout.loop_cpus();
             for (cpu, &n) in per_cpu.iter().enumerate() {
-                let share = n as f64 / (c1 - c0).max(1) as f64;
+                let share = n as f64 / came_back.max(1) as f64;
                 if loops.contains(&cpu) {
                     ensure!(
                         share >= 0.5 / loops.len() as f64,
@@ -582,7 +581,7 @@ impl Ends {
                 }
             }
             Ok(Sample {
-                pps: (c1 - c0) as f64 / secs,
+                pps: came_back as f64 / secs,
                 busy_cores: b1.saturating_sub(b0) as f64 / 1e9 / secs,
                 totals: Totals::default(),
             })
@@ -774,12 +773,12 @@ impl Counters {
         d
     }
 
-    fn totals(&self, before: &Counters, sink: &[u64; 256]) -> Totals {
+    fn totals(&self, before: &Counters, sink: &[u64; 256], seeded: u64) -> Totals {
         let delta = |now: &BTreeMap<String, u64>, then: &BTreeMap<String, u64>, key: &str| {
             now.get(key).copied().unwrap_or(0) - then.get(key).copied().unwrap_or(0)
         };
         Totals {
-            seeded: 0,
+            seeded,
             into_lb: delta(&self.port_eth, &before.port_eth, "xdp_tx"),
             lb_queue_full: delta(&self.port_eth, &before.port_eth, "xdp_tx_errors"),
             lb_program_runs: delta(&self.lb_eth, &before.lb_eth, "xdp_packets"),

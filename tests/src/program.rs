@@ -428,14 +428,7 @@ impl Harness {
         dport: u16,
         proto: u8,
     ) -> u32 {
-        let key = FlowKey {
-            src: addr::from_ip(src),
-            dst: addr::from_ip(vip),
-            sport_be: sport.to_be(),
-            dport_be: dport.to_be(),
-            proto,
-            _pad: [0; 3],
-        };
+        let key = flow_key(src, sport, vip, dport, proto);
         let table = if vip == IpAddr::V4(VIP) {
             &self.table
         } else if vip == IpAddr::V6(VIP6) {
@@ -630,5 +623,17 @@ impl Drop for CpuPin {
         if let Err(e) = set_affinity(&self.previous) {
             eprintln!("giving the harness's thread its CPUs back: {e:#}");
         }
+    }
+}
+
+/// The program's flow key of a packet, as the parser builds it from the wire.
+pub fn flow_key(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, proto: u8) -> FlowKey {
+    FlowKey {
+        src: addr::from_ip(src),
+        dst: addr::from_ip(dst),
+        sport_be: sport.to_be(),
+        dport_be: dport.to_be(),
+        proto,
+        _pad: [0; 3],
     }
 }

@@ -2,11 +2,10 @@
 //! backend when the lookup table changes; new connections, removed backends and idle
 //! flows go through the table again.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::collections::BTreeMap;
 
 use lb_common::{
-    addr,
-    flow::{flow_cache_slot, FlowKey},
+    flow::flow_cache_slot,
     settings::Settings,
     stats::{Reason, Verdict},
     vip::{VipInfo, MODE_DR, VIP_F_ALL_DOWN_PASS, VIP_F_SOURCE_AFFINITY},
@@ -14,7 +13,8 @@ use lb_common::{
 use lb_tests::{
     frames,
     program::{
-        backend_keys, vip_key, Harness, CLIENT, SEED, TABLE_SIZE, UNRESOLVED_BACKEND_ID, VIP,
+        backend_keys, flow_key, vip_key, Harness, CLIENT, SEED, TABLE_SIZE, UNRESOLVED_BACKEND_ID,
+        VIP,
     },
     require_root,
 };
@@ -400,15 +400,10 @@ fn the_flow_cache_counts_the_packets_it_forwards() {
 fn ports_of_one_slot(h: &Harness) -> [u16; 3] {
     let mask = h.dp.flow_cache_slots() - 1;
     let slot = |sport: u16| {
-        let key = FlowKey {
-            src: addr::from_ip(IpAddr::V4(CLIENT)),
-            dst: addr::from_ip(IpAddr::V4(VIP)),
-            sport_be: sport.to_be(),
-            dport_be: 80u16.to_be(),
-            proto: 6,
-            _pad: [0; 3],
-        };
-        flow_cache_slot(&key, mask)
+        flow_cache_slot(
+            &flow_key(CLIENT.into(), sport, VIP.into(), 80, 6), // TCP
+            mask,
+        )
     };
     let mut by_slot: BTreeMap<u32, Vec<u16>> = BTreeMap::new();
     for port in 1024..=u16::MAX {
